@@ -1,0 +1,21 @@
+// Small filesystem helpers that say which path failed.
+#pragma once
+
+#include <string>
+#include <sys/types.h>
+
+namespace hutch::fs {
+
+std::string read_file(const std::string& path);
+// Writes via a temporary file in the same directory and rename(2), so readers see old or new.
+void write_file_atomic(const std::string& path, const std::string& data, mode_t mode = 0600);
+// mkdir -p; existing directories are fine. Returns true if the last component was created.
+bool make_dirs(const std::string& path, mode_t mode = 0700);
+bool exists(const std::string& path);
+// Removes a tree without following symlinks (walks with dirfds, never by re-resolving paths).
+// Missing is fine.
+void remove_tree(const std::string& path);
+// Removes everything inside the directory open at dirfd (not the directory itself).
+void remove_contents(int dirfd, const std::string& shown_path);
+
+}  // namespace hutch::fs

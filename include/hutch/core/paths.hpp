@@ -1,0 +1,29 @@
+// Where hutch keeps things. Rootless: state under $XDG_RUNTIME_DIR/hutch, storage under
+// $XDG_DATA_HOME/hutch. Root: /run/hutch and /var/lib/hutch. `--root DIR` puts both under DIR.
+#pragma once
+
+#include <string>
+
+namespace hutch {
+
+struct Paths {
+    std::string state;    // live sandboxes' state files and locks (tmpfs is fine)
+    std::string storage;  // base root filesystems and sandboxes' writable layers (on disk)
+
+    // `root_override` is the --root flag (empty when not given).
+    static Paths resolve(const std::string& root_override);
+
+    std::string sandboxes_state() const { return state + "/sandboxes"; }
+    std::string sandboxes_storage() const { return storage + "/sandboxes"; }
+    std::string cache() const { return storage + "/cache"; }
+    std::string bases() const { return storage + "/base"; }
+    // Creates state and storage with mode 0700 (another user must not read them).
+    void ensure() const;
+};
+
+// The directory of shipped policies (the default seccomp profile lives under it).
+std::string policy_dir();
+// The built-in busybox base tree produced by the build.
+std::string default_rootfs_source();
+
+}  // namespace hutch

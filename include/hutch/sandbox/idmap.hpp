@@ -1,0 +1,39 @@
+// User namespace id maps: which host ids a sandbox's ids are, and writing them for a new namespace.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "hutch/sandbox/spec.hpp"
+
+namespace hutch::idmap {
+
+struct SubIdRange {
+    uint32_t start = 0;
+    uint32_t count = 0;
+};
+
+// Ranges of /etc/subuid-format `text` that belong to `user` (by name or by numeric uid).
+std::vector<SubIdRange> parse_subid(const std::string& text, const std::string& user, uid_t uid);
+
+// The map for sandboxes of the calling user:
+//  - root: inside 0..N-1 → a dedicated unprivileged range (the /etc/subuid entry of user "hutch",
+//    else HUTCH_ROOT_IDRANGE=START:COUNT, else 1000000000:65536); host root is never mapped;
+//  - unprivileged with /etc/subuid and /etc/subgid ranges and newuidmap: 0 → caller, 1.. → ranges;
+//  - unprivileged otherwise: 0 → caller only.
+IdMap for_caller();
+
+// Renders one map in /proc/PID/uid_map format.
+std::string render(const std::vector<IdRange>& ranges);
+
+// Writes the maps of the user namespace of `pid` (newuidmap/newgidmap when needed).
+void write(pid_t pid, const IdMap& map);
+
+// Runs fn in a child process inside a fresh user namespace with `map` applied, as uid 0 there, and
+// returns its exit status. Used to remove files owned by a sandbox's subordinate ids.
+int run_as_sandbox_root(const IdMap& map, const std::function<int()>& fn);
+
+}  // namespace hutch::idmap

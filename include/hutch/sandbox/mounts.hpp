@@ -1,0 +1,57 @@
+// The sandbox's filesystem view. Order matters and is the reason this file exists:
+//  1. make every inherited mount private, so nothing we do propagates back to the host;
+//  2. create detached mounts (proc, sysfs, device nodes, bind sources) while the host's tree is
+//     still reachable: procfs and sysfs may only be mounted in a user namespace while a full proc
+//     is visible, and bind sources are host paths;
+//  3. mount the overlay root (lower never written, upper in the sandbox's scratch dir) and
+//     pivot_root into it, detaching the old root: from here no host path can be named at all;
+//  4. attach everything inside the new root, where symlinks planted by the image cannot point
+//     outside it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "hutch/core/fd.hpp"
+#include "hutch/sandbox/spec.hpp"
+
+namespace hutch::mounts {
+
+// What the front end prepares before the namespaces exist. The overlay's layers are passed as
+// paths, not fds: overlayfs only accepts layers reachable in the mounting process's own mount
+// namespace, so the sandbox looks them up itself (the store is searchable by the sandbox's root).
+struct HostSide {
+    std::string lower;   // the base root filesystem
+    std::string upper;   // the sandbox's writable layer
+    std::string work;    // overlayfs' work dir
+    std::string target;  // where the overlay is mounted before pivot_root
+    std::vector<UniqueFd> binds;  // detached bind trees (root: opened by the front end) or empty
+};
+
+// Detached mounts created in step 2.
+struct Detached {
+    UniqueFd proc;
+    UniqueFd sys;
+    std::vector<std::pair<std::string, UniqueFd>> devices;  // name under /dev → detached bind
+    std::vector<UniqueFd> binds;                              // one per spec.binds entry
+};
+
+// Step 1.
+void make_private();
+// Step 2. `binds` are taken over from HostFds when the parent could open them.
+Detached prepare(const SandboxSpec& spec, std::vector<UniqueFd> parent_binds);
+// Opens detached clones of the spec's bind sources as the current credentials (used by the parent
+// when it is root, by the sandbox otherwise).
+std::vector<UniqueFd> open_bind_sources(const std::vector<BindMount>& binds);
+// Step 3.
+void enter_overlay_root(const HostSide& host);
+// Step 4. `tty_gid_mapped`: gid 5 exists in the namespace, so devpts can give ptys group tty.
+void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped);
+// Last: make / read-only when asked (after everything that needs to create mount points).
+void finish(const SandboxSpec& spec);
+
+// OCI's default masked and read-only paths.
+const std::vector<std::string>& masked_paths();
+const std::vector<std::string>& readonly_paths();
+
+}  // namespace hutch::mounts

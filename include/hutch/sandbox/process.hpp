@@ -1,0 +1,37 @@
+// The last steps before the sandboxed command runs, inside every namespace: terminal, user,
+// environment, limits, capabilities, no_new_privs, seccomp, execve. Shared by `run` (forked by the
+// sandbox's init) and `exec` (forked after setns).
+#pragma once
+
+#include <string>
+
+#include "hutch/sandbox/caps.hpp"
+#include "hutch/sandbox/seccomp.hpp"
+#include "hutch/sandbox/spec.hpp"
+
+namespace hutch {
+
+struct ProcessContext {
+    const ProcessSpec* process = nullptr;
+    const IdMap* idmap = nullptr;
+    caps::Set caps;                           // resolved final set (bounding set)
+    const seccomp::Program* seccomp = nullptr;  // nullptr: unconfined
+    std::string hostname;
+    int report_fd = -1;   // where setup and exec failures are reported (close-on-exec)
+    int tty_slave = -1;   // the pty's slave when process->tty
+};
+
+// Never returns: execs the command, or reports why not and exits 125/126/127.
+[[noreturn]] void exec_process(const ProcessContext& ctx);
+
+// Failures crossing from a sandbox process to the front end, one message per write(2).
+void report_failure(int fd, int exit_code, const std::string& message);
+// Splits a reported failure into exit code and message.
+std::pair<int, std::string> parse_failure(const std::string& text);
+// Reads a reported failure, if any. Returns exit code 0 when none.
+std::pair<int, std::string> read_failure(int fd);
+
+// The environment a process starts with: defaults (PATH, HOSTNAME, HOME, TERM) under the spec's.
+std::vector<std::string> build_env(const ProcessSpec& p, const std::string& hostname, const std::string& home);
+
+}  // namespace hutch

@@ -1,0 +1,28 @@
+// Seccomp: Docker-format JSON profiles compiled (with libseccomp) to a BPF program for the native
+// architecture. Compiling costs milliseconds, so programs are cached on disk by a digest of their inputs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace hutch::seccomp {
+
+// A classic-BPF seccomp program: raw `struct sock_filter` array bytes.
+struct Program {
+    std::string bytes;
+    bool empty() const { return bytes.empty(); }
+};
+
+// Compiles a Docker-format profile. `source` names the profile in errors. `caps` are the
+// capability names ("CAP_SYS_ADMIN" form) the process will hold, for rules' includes/excludes.caps.
+// Throws hutch::Error naming the offending rule or key on malformed input.
+Program compile(const std::string& json_text, const std::string& source, const std::vector<std::string>& caps);
+
+// Reads and compiles `path`, reusing `<cache_dir>/<sha256 of (profile, caps, arch)>.bpf` when present.
+// An empty cache_dir disables the cache.
+Program load(const std::string& path, const std::vector<std::string>& caps, const std::string& cache_dir);
+
+// Installs the program on the calling thread (seccomp(SECCOMP_SET_MODE_FILTER)). no_new_privs must be set.
+void install(const Program& program);
+
+}  // namespace hutch::seccomp

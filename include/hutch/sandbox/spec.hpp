@@ -1,0 +1,82 @@
+// SandboxSpec: everything a sandbox is made of, as plain data. Front ends (CLI, API, agent) fill it;
+// the launcher turns it into namespaces, mounts and credentials. No behaviour lives here.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace hutch {
+
+// One contiguous id mapping line: ids [inside, inside+count) map to [outside, outside+count).
+struct IdRange {
+    uint32_t inside = 0;
+    uint32_t outside = 0;
+    uint32_t count = 0;
+};
+
+struct IdMap {
+    std::vector<IdRange> uids;
+    std::vector<IdRange> gids;
+    // True when the maps need newuidmap/newgidmap (an unprivileged caller with subordinate ids).
+    bool use_helpers = false;
+    // Unprivileged single-id maps require setgroups to be denied first.
+    bool deny_setgroups = false;
+
+    bool maps_uid(uint32_t inside) const;
+    bool maps_gid(uint32_t inside) const;
+    // Host id that appears as `inside` in the sandbox, if mapped.
+    std::optional<uint32_t> host_uid(uint32_t inside) const;
+    std::optional<uint32_t> host_gid(uint32_t inside) const;
+};
+
+struct BindMount {
+    std::string source;       // host path, resolved as the caller
+    std::string destination;  // path inside the sandbox
+    bool read_only = false;
+};
+
+struct TmpfsMount {
+    std::string destination;
+    std::string options;  // extra mount options, e.g. "size=64m"
+};
+
+struct Rlimit {
+    int resource = 0;
+    uint64_t soft = 0;
+    uint64_t hard = 0;
+};
+
+// The process a sandbox runs (the first command, or an exec).
+struct ProcessSpec {
+    std::vector<std::string> argv;
+    std::vector<std::string> env;  // KEY=VALUE
+    std::string cwd;               // empty: the user's home or "/"
+    std::string user;              // "UID[:GID]" or "NAME[:GROUP]"; empty: 0:0
+    bool tty = false;
+    bool stdin_open = false;  // -i: keep stdin; otherwise stdin is /dev/null
+    std::vector<std::string> cap_add;
+    std::vector<std::string> cap_drop;
+    std::vector<Rlimit> rlimits;
+};
+
+struct SandboxSpec {
+    std::string name;      // unique per user
+    std::string hostname;  // defaults to name
+    std::string rootfs;    // lower layer (never written)
+    bool read_only_root = false;
+    std::vector<BindMount> binds;
+    std::vector<TmpfsMount> tmpfs;
+    IdMap idmap;
+    // Seccomp profile: a Docker-format JSON file, or "unconfined".
+    std::string seccomp_profile;
+    ProcessSpec process;
+    // Seconds; 0 means no timeout.
+    double timeout = 0;
+    bool persistent = false;
+};
+
+}  // namespace hutch

@@ -1,0 +1,68 @@
+// Sandboxes on disk. Each has a directory under <storage>/sandboxes/<name>/ with:
+//   lock         flock'ed by whoever keeps the sandbox alive (the front end of a run, or the
+//                init of a persistent sandbox); a free lock means nobody does;
+//   upper/ work/ the overlay's writable layer and work dir;
+//   root/        the mount point of the overlay before pivot_root;
+//   config.json  persistent sandboxes only: the spec, so exec/start/inspect can reuse it.
+// A persistent sandbox's live state (init pid and its start time) is <state>/sandboxes/<name>.json.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hutch/core/lock.hpp"
+#include "hutch/core/paths.hpp"
+#include "hutch/sandbox/spec.hpp"
+
+namespace hutch::state {
+
+// Names are what docker accepts: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters.
+void validate_name(const std::string& name);
+std::string random_name();
+
+struct Scratch {
+    std::string dir;
+    FileLock lock;
+    std::string upper() const { return dir + "/upper"; }
+    std::string work() const { return dir + "/work"; }
+    std::string root() const { return dir + "/root"; }
+};
+
+// Creates the sandbox directory and takes its lock; fails if the name is in use.
+// `owner_uid`/`owner_gid`: who must own upper/ and work/ (the sandbox's root, seen from the host).
+Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_uid, gid_t owner_gid);
+// Takes the lock of an existing sandbox directory (to start it again).
+Scratch open_scratch(const Paths& paths, const std::string& name);
+// Removes a sandbox directory whatever its files' owners (subordinate ids included).
+void remove_scratch(const std::string& dir, const IdMap& map);
+// Empties upper/ and work/ from inside the sandbox (its root may remove what it created).
+void empty_layers(int upper_fd, int work_fd);
+
+// Removes what crashed runs left behind: directories without config.json whose lock is free.
+// Cheap when there is nothing to do; skipped when another hutch is sweeping.
+void sweep(const Paths& paths, const IdMap& map);
+
+struct Live {
+    pid_t pid = 0;
+    unsigned long long start_time = 0;  // /proc/PID/stat field 22, to detect pid reuse
+};
+
+void save_config(const Paths& paths, const SandboxSpec& spec);
+SandboxSpec load_config(const Paths& paths, const std::string& name);
+bool exists(const Paths& paths, const std::string& name);
+std::vector<std::string> list(const Paths& paths);
+
+void save_live(const Paths& paths, const std::string& name, const Live& live);
+// The init of a running sandbox, or nullopt if it is not running.
+std::optional<Live> load_live(const Paths& paths, const std::string& name);
+void remove_live(const Paths& paths, const std::string& name);
+unsigned long long process_start_time(pid_t pid);
+
+// JSON of the spec (for config.json and `hutch inspect`).
+std::string spec_to_json(const SandboxSpec& spec, int indent = -1);
+SandboxSpec spec_from_json(const std::string& text, const std::string& source);
+
+}  // namespace hutch::state

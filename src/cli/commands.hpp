@@ -1,0 +1,55 @@
+// The CLI's commands, as plain functions over plain option structs: only main.cpp sees CLI11.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "hutch/core/paths.hpp"
+
+namespace hutch::cli {
+
+struct GlobalOptions {
+    std::string root;
+    std::string log_level = "warn";
+};
+
+// Options shared by run, create and exec.
+struct ProcessOptions {
+    std::vector<std::string> env;
+    std::vector<std::string> env_files;
+    std::string workdir;
+    std::string user;
+    bool interactive = false;
+    bool tty = false;
+};
+
+struct SandboxOptions {
+    ProcessOptions process;
+    std::string name;
+    std::string hostname;
+    std::string rootfs;
+    bool read_only = false;
+    std::vector<std::string> tmpfs;
+    std::vector<std::string> volumes;
+    std::vector<std::string> cap_add;
+    std::vector<std::string> cap_drop;
+    std::vector<std::string> security_opts;
+    std::vector<std::string> ulimits;
+    std::string timeout;
+    bool rm = true;  // run always removes its sandbox; accepted for docker's muscle memory
+    // [IMAGE] COMMAND [ARG...] as typed, "--" included when given.
+    std::vector<std::string> args;
+};
+
+int run(const GlobalOptions& g, const SandboxOptions& o);
+int create(const GlobalOptions& g, const SandboxOptions& o);
+int start(const GlobalOptions& g, const std::vector<std::string>& names);
+int exec(const GlobalOptions& g, const ProcessOptions& o, const std::string& name, std::vector<std::string> command);
+int ps(const GlobalOptions& g, const std::string& format);
+int stop(const GlobalOptions& g, const std::vector<std::string>& names, double grace);
+int rm(const GlobalOptions& g, const std::vector<std::string>& names, bool force);
+int inspect(const GlobalOptions& g, const std::vector<std::string>& names);
+
+Paths prepare_paths(const GlobalOptions& g);
+
+}  // namespace hutch::cli

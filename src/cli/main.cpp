@@ -1,0 +1,172 @@
+// hutch's command line: parses flags into plain structs and hands them to the commands.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+
+#include "commands.hpp"
+#include "hutch/core/error.hpp"
+#include "hutch/core/log.hpp"
+#include "hutch_config.h"
+
+namespace {
+
+using hutch::cli::GlobalOptions;
+using hutch::cli::ProcessOptions;
+using hutch::cli::SandboxOptions;
+
+// Each occurrence of a repeatable flag takes exactly one value (-e A=1 -e B=2), as in docker.
+template <typename T>
+CLI::Option* repeatable(CLI::App* app, const std::string& name, std::vector<T>& into, const std::string& help) {
+    return app->add_option(name, into, help)->allow_extra_args(false)->take_all();
+}
+
+void add_process_options(CLI::App* app, ProcessOptions& p) {
+    repeatable(app, "-e,--env", p.env, "Set an environment variable (KEY=VALUE, or KEY to pass yours)");
+    repeatable(app, "--env-file", p.env_files, "Read environment variables from a file");
+    app->add_option("-w,--workdir", p.workdir, "Working directory inside the sandbox");
+    app->add_option("-u,--user", p.user, "UID[:GID] or NAME[:GROUP] to run as");
+    app->add_flag("-i,--interactive", p.interactive, "Keep stdin open");
+    app->add_flag("-t,--tty", p.tty, "Allocate a pseudo-terminal");
+}
+
+void add_sandbox_options(CLI::App* app, SandboxOptions& o) {
+    add_process_options(app, o.process);
+    app->add_option("--name", o.name, "Name of the sandbox");
+    app->add_option("--hostname", o.hostname, "Hostname inside the sandbox (default: its name)");
+    app->add_option("--rootfs", o.rootfs, "Use this directory as the (read-only) base root filesystem");
+    app->add_flag("--read-only", o.read_only, "Mount the sandbox's root filesystem read-only");
+    repeatable(app, "--tmpfs", o.tmpfs, "Mount a tmpfs at PATH[:OPTIONS]");
+    repeatable(app, "-v,--volume", o.volumes, "Bind mount HOST:CONTAINER[:ro]");
+    repeatable(app, "--cap-add", o.cap_add, "Add a capability");
+    repeatable(app, "--cap-drop", o.cap_drop, "Drop a capability (ALL for every one)");
+    repeatable(app, "--security-opt", o.security_opts, "seccomp=FILE|unconfined, no-new-privileges");
+    repeatable(app, "--ulimit", o.ulimits, "Resource limit NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+    app->add_option("--timeout", o.timeout, "Kill the whole sandbox after this long (e.g. 30s, 5m)");
+    app->add_flag("--rm", o.rm, "Remove the sandbox when the command exits (always on for run)");
+    // Everything from the first positional on belongs to the command.
+    app->prefix_command();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"hutch: sandboxes for AI coding agents, rootless and daemonless"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", std::string("hutch ") + HUTCH_VERSION);
+    GlobalOptions g;
+    app.add_option("--root", g.root, "Keep state and storage under this directory");
+    app.add_option("--log-level", g.log_level, "debug, info, warn or error")
+        ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+
+    SandboxOptions run_opts, create_opts;
+    auto* run = app.add_subcommand("run", "Run a command in a new sandbox: [IMAGE | --rootfs DIR] [--] COMMAND [ARG...]");
+    add_sandbox_options(run, run_opts);
+    auto* create = app.add_subcommand("create", "Create and start a persistent sandbox (needs --name)");
+    add_sandbox_options(create, create_opts);
+
+    auto* start = app.add_subcommand("start", "Start stopped sandboxes");
+    std::vector<std::string> start_names;
+    start->add_option("NAME", start_names, "Sandbox names")->required();
+
+    ProcessOptions exec_opts;
+    auto* exec = app.add_subcommand("exec", "Run a command in a running sandbox: NAME [--] COMMAND [ARG...]");
+    add_process_options(exec, exec_opts);
+    exec->prefix_command();
+
+    auto* ps = app.add_subcommand("ps", "List persistent sandboxes");
+    std::string ps_format = "table";
+    ps->add_option("--format", ps_format, "table or json")->check(CLI::IsMember({"table", "json"}));
+    bool ps_all = false;
+    ps->add_flag("-a,--all", ps_all, "Accepted for docker compatibility: stopped sandboxes are always listed");
+
+    auto* stop = app.add_subcommand("stop", "Stop sandboxes (SIGTERM, then SIGKILL after the grace period)");
+    std::vector<std::string> stop_names;
+    double grace = 10;
+    stop->add_option("-t,--time", grace, "Seconds to wait before killing")->check(CLI::NonNegativeNumber);
+    stop->add_option("NAME", stop_names, "Sandbox names")->required();
+
+    auto* rm = app.add_subcommand("rm", "Remove sandboxes and their writable layers");
+    std::vector<std::string> rm_names;
+    bool force = false;
+    rm->add_flag("-f,--force", force, "Stop running sandboxes first");
+    rm->add_option("NAME", rm_names, "Sandbox names")->required();
+
+    auto* inspect = app.add_subcommand("inspect", "Show sandboxes as JSON");
+    std::vector<std::string> inspect_names;
+    inspect->add_option("NAME", inspect_names, "Sandbox names")->required();
+
+    // CLI11 does not hand back what follows "--" to a prefix command, so split it off first:
+    // everything after the first "--" is the command, verbatim.
+    std::vector<std::string> before, after;
+    bool dashes = false;
+    for (int i = argc - 1; i >= 1; --i) before.push_back(argv[i]);  // CLI11 wants them reversed
+    for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) == "--") {
+            dashes = true;
+            before.assign(argv + 1, argv + i);
+            std::reverse(before.begin(), before.end());
+            after.assign(argv + i + 1, argv + argc);
+            break;
+        }
+    auto remaining = [&](CLI::App* sub) {
+        std::vector<std::string> args = sub->remaining();
+        // A prefix command keeps unknown flags as if they were the command; they are mistakes.
+        if (!args.empty() && args[0].size() > 1 && args[0][0] == '-')
+            throw hutch::Error("unknown flag", args[0], 0, "see 'hutch " + sub->get_name() + " --help'");
+        if (dashes) {
+            args.push_back("--");
+            args.insert(args.end(), after.begin(), after.end());
+        }
+        return args;
+    };
+
+    try {
+        app.parse(before);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::Success& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::fprintf(stderr, "hutch: %s (see 'hutch --help')\n", e.what());
+        return hutch::kExitHutchError;
+    }
+
+    try {
+        static const std::pair<const char*, hutch::log::Level> levels[] = {
+            {"debug", hutch::log::Level::Debug}, {"info", hutch::log::Level::Info},
+            {"warn", hutch::log::Level::Warn}, {"error", hutch::log::Level::Error}};
+        for (auto [name, level] : levels)
+            if (g.log_level == name) hutch::log::set_level(level);
+        if (run->parsed()) {
+            run_opts.args = remaining(run);
+            return hutch::cli::run(g, run_opts);
+        }
+        if (create->parsed()) {
+            create_opts.args = remaining(create);
+            return hutch::cli::create(g, create_opts);
+        }
+        if (start->parsed()) return hutch::cli::start(g, start_names);
+        if (exec->parsed()) {
+            auto args = remaining(exec);
+            if (args.empty() || args[0] == "--")
+                throw hutch::Error("exec needs a sandbox name", "", 0, "hutch exec NAME [--] COMMAND [ARG...]");
+            std::string name = args[0];
+            args.erase(args.begin());
+            return hutch::cli::exec(g, exec_opts, name, args);
+        }
+        if (ps->parsed()) return hutch::cli::ps(g, ps_format);
+        if (stop->parsed()) return hutch::cli::stop(g, stop_names, grace);
+        if (rm->parsed()) return hutch::cli::rm(g, rm_names, force);
+        if (inspect->parsed()) return hutch::cli::inspect(g, inspect_names);
+    } catch (const hutch::Error& e) {
+        std::fprintf(stderr, "hutch: %s\n", e.what());
+        return e.exit_code();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "hutch: %s\n", e.what());
+        return hutch::kExitHutchError;
+    }
+    return hutch::kExitHutchError;
+}

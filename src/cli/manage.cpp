@@ -1,0 +1,94 @@
+// start, ps, stop, rm, inspect: persistent sandboxes.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "hutch/core/error.hpp"
+#include "hutch/sandbox/launcher.hpp"
+#include "hutch/sandbox/state.hpp"
+
+namespace hutch::cli {
+
+namespace {
+
+// Runs fn for each name; reports failures per name like docker and returns 1 if any failed.
+template <typename Fn>
+int for_each_name(const std::vector<std::string>& names, Fn&& fn) {
+    int rc = 0;
+    for (const auto& n : names) {
+        try {
+            fn(n);
+        } catch (const Error& e) {
+            std::fprintf(stderr, "hutch: %s\n", e.what());
+            rc = 1;
+        }
+    }
+    return rc;
+}
+
+nlohmann::json describe(const Paths& paths, const std::string& name) {
+    SandboxSpec spec = state::load_config(paths, name);
+    auto live = state::load_live(paths, name);
+    nlohmann::json j = nlohmann::json::parse(state::spec_to_json(spec));
+    j["state"] = {{"status", live ? "running" : "stopped"}, {"pid", live ? live->pid : 0}};
+    j["storage"] = paths.sandboxes_storage() + "/" + name;
+    return j;
+}
+
+}  // namespace
+
+int start(const GlobalOptions& g, const std::vector<std::string>& names) {
+    Paths paths = prepare_paths(g);
+    return for_each_name(names, [&](const std::string& n) {
+        start_sandbox(state::load_config(paths, n), paths);
+        std::printf("%s\n", n.c_str());
+    });
+}
+
+int ps(const GlobalOptions& g, const std::string& format) {
+    Paths paths = prepare_paths(g);
+    nlohmann::json all = nlohmann::json::array();
+    for (const auto& n : state::list(paths)) {
+        try {
+            all.push_back(describe(paths, n));
+        } catch (const Error& e) {
+            std::fprintf(stderr, "hutch: %s\n", e.what());
+        }
+    }
+    if (format == "json") {
+        std::printf("%s\n", all.dump(2).c_str());
+        return 0;
+    }
+    std::printf("%-24s %-8s %-8s %s\n", "NAME", "STATUS", "PID", "COMMAND/ROOTFS");
+    for (const auto& s : all)
+        std::printf("%-24s %-8s %-8d %s\n", s["name"].get<std::string>().c_str(),
+                    s["state"]["status"].get<std::string>().c_str(), s["state"]["pid"].get<int>(),
+                    s["rootfs"].get<std::string>().c_str());
+    return 0;
+}
+
+int stop(const GlobalOptions& g, const std::vector<std::string>& names, double grace) {
+    Paths paths = prepare_paths(g);
+    return for_each_name(names, [&](const std::string& n) {
+        stop_sandbox(paths, n, grace);
+        std::printf("%s\n", n.c_str());
+    });
+}
+
+int rm(const GlobalOptions& g, const std::vector<std::string>& names, bool force) {
+    Paths paths = prepare_paths(g);
+    return for_each_name(names, [&](const std::string& n) {
+        remove_sandbox(paths, n, force);
+        std::printf("%s\n", n.c_str());
+    });
+}
+
+int inspect(const GlobalOptions& g, const std::vector<std::string>& names) {
+    Paths paths = prepare_paths(g);
+    nlohmann::json out = nlohmann::json::array();
+    int rc = for_each_name(names, [&](const std::string& n) { out.push_back(describe(paths, n)); });
+    std::printf("%s\n", out.dump(2).c_str());
+    return rc;
+}
+
+}  // namespace hutch::cli

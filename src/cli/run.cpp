@@ -1,0 +1,230 @@
+// run, create and exec: turning flags into a SandboxSpec.
+#include <linux/limits.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <sstream>
+
+#include "commands.hpp"
+#include "hutch/core/duration.hpp"
+#include "hutch/core/error.hpp"
+#include "hutch/core/fs.hpp"
+#include "hutch/sandbox/base.hpp"
+#include "hutch/sandbox/idmap.hpp"
+#include "hutch/sandbox/launcher.hpp"
+#include "hutch/sandbox/spec.hpp"
+#include "hutch/sandbox/state.hpp"
+
+namespace hutch::cli {
+
+namespace {
+
+// The images hutch knows before it has an image store: the built-in base.
+bool is_builtin_image(const std::string& name) {
+    return name == "busybox" || name == "busybox:latest" || name == "hutch/busybox";
+}
+
+void check_env_entry(const std::string& e, const std::string& origin) {
+    if (e.empty() || e[0] == '=') fail("invalid environment variable", origin + ": '" + e + "'", "use KEY=VALUE");
+}
+
+// KEY=VALUE stays; a bare KEY takes the caller's value and is dropped when unset (docker's rule).
+void add_env(std::vector<std::string>& out, const std::string& e, const std::string& origin) {
+    check_env_entry(e, origin);
+    if (e.find('=') != std::string::npos) {
+        out.push_back(e);
+    } else if (const char* v = std::getenv(e.c_str())) {
+        out.push_back(e + "=" + v);
+    }
+}
+
+std::vector<std::string> collect_env(const ProcessOptions& o) {
+    std::vector<std::string> env;
+    for (const auto& file : o.env_files) {
+        std::istringstream in(fs::read_file(file));
+        std::string line;
+        int n = 0;
+        while (std::getline(in, line)) {
+            ++n;
+            if (!line.empty() && line.back() == '\r') line.pop_back();
+            size_t start = line.find_first_not_of(" \t");
+            if (start == std::string::npos || line[start] == '#') continue;
+            add_env(env, line.substr(start), file + ":" + std::to_string(n));
+        }
+    }
+    for (const auto& e : o.env) add_env(env, e, "-e");
+    return env;
+}
+
+int rlimit_resource(const std::string& name) {
+    static const std::pair<const char*, int> table[] = {
+        {"as", RLIMIT_AS},           {"core", RLIMIT_CORE},       {"cpu", RLIMIT_CPU},
+        {"data", RLIMIT_DATA},       {"fsize", RLIMIT_FSIZE},     {"locks", RLIMIT_LOCKS},
+        {"memlock", RLIMIT_MEMLOCK}, {"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE},
+        {"nofile", RLIMIT_NOFILE},   {"nproc", RLIMIT_NPROC},     {"rss", RLIMIT_RSS},
+        {"rtprio", RLIMIT_RTPRIO},   {"rttime", RLIMIT_RTTIME},   {"sigpending", RLIMIT_SIGPENDING},
+        {"stack", RLIMIT_STACK}};
+    for (auto [n, r] : table)
+        if (name == n) return r;
+    fail("unknown --ulimit", name, "use one of nofile, nproc, core, stack, cpu, as, fsize, memlock, ...");
+}
+
+uint64_t rlimit_value(const std::string& text, const std::string& flag) {
+    if (text == "unlimited" || text == "-1") return RLIM_INFINITY;
+    char* end = nullptr;
+    unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+    if (text.empty() || *end != '\0') fail("invalid --ulimit value", flag, "use NAME=SOFT[:HARD] with numbers");
+    return v;
+}
+
+Rlimit parse_ulimit(const std::string& text) {
+    size_t eq = text.find('=');
+    if (eq == std::string::npos) fail("invalid --ulimit", text, "use NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+    Rlimit r;
+    r.resource = rlimit_resource(text.substr(0, eq));
+    std::string values = text.substr(eq + 1);
+    size_t colon = values.find(':');
+    r.soft = rlimit_value(values.substr(0, colon), text);
+    r.hard = colon == std::string::npos ? r.soft : rlimit_value(values.substr(colon + 1), text);
+    if (r.soft > r.hard) fail("invalid --ulimit", text, "the soft limit cannot exceed the hard limit");
+    return r;
+}
+
+BindMount parse_volume(const std::string& text) {
+    std::vector<std::string> parts;
+    std::istringstream in(text);
+    std::string part;
+    while (std::getline(in, part, ':')) parts.push_back(part);
+    if (parts.size() < 2 || parts.size() > 3)
+        fail("invalid -v", text, "use HOST:CONTAINER or HOST:CONTAINER:ro (absolute paths)");
+    BindMount b{parts[0], parts[1], false};
+    if (parts.size() == 3) {
+        if (parts[2] == "ro") b.read_only = true;
+        else if (parts[2] != "rw") fail("invalid -v option", text, "the only options are ro and rw");
+    }
+    if (b.source.empty() || b.source[0] != '/')
+        fail("invalid -v source", text, "named volumes are not supported; give an absolute host path");
+    if (b.destination.empty() || b.destination[0] != '/')
+        fail("invalid -v destination", text, "the container path must be absolute");
+    char resolved[PATH_MAX];
+    if (!::realpath(b.source.c_str(), resolved))
+        throw_errno("cannot use bind source", b.source, "the path must exist and be readable by you");
+    b.source = resolved;
+    return b;
+}
+
+TmpfsMount parse_tmpfs(const std::string& text) {
+    size_t colon = text.find(':');
+    TmpfsMount t{text.substr(0, colon), colon == std::string::npos ? "" : text.substr(colon + 1)};
+    if (t.destination.empty() || t.destination[0] != '/') fail("invalid --tmpfs", text, "the path must be absolute");
+    return t;
+}
+
+void apply_security_opts(SandboxSpec& spec, const std::vector<std::string>& opts) {
+    for (const auto& o : opts) {
+        if (o.rfind("seccomp=", 0) == 0 || o.rfind("seccomp:", 0) == 0) {
+            std::string v = o.substr(8);
+            if (v != "unconfined") {
+                char resolved[PATH_MAX];
+                if (!::realpath(v.c_str(), resolved)) throw_errno("cannot read seccomp profile", v);
+                v = resolved;
+            }
+            spec.seccomp_profile = v;
+        } else if (o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true") {
+            // Always on.
+        } else {
+            fail("unsupported --security-opt", o,
+                 "hutch supports seccomp=FILE, seccomp=unconfined and no-new-privileges (always on)");
+        }
+    }
+}
+
+// Splits [IMAGE | --] COMMAND... into the root filesystem and the command.
+void resolve_root_and_command(const Paths& paths, SandboxSpec& spec, const SandboxOptions& o, bool need_command) {
+    std::vector<std::string> args = o.args;
+    bool explicit_dashes = !args.empty() && args[0] == "--";
+    if (explicit_dashes) args.erase(args.begin());
+    if (!o.rootfs.empty()) {
+        char resolved[PATH_MAX];
+        if (!::realpath(o.rootfs.c_str(), resolved))
+            throw_errno("root filesystem not found", o.rootfs, "pass an existing directory to --rootfs");
+        spec.rootfs = resolved;
+    } else {
+        if (!explicit_dashes && !args.empty() && is_builtin_image(args[0])) args.erase(args.begin());
+        spec.rootfs = base::ensure_default(paths, spec.idmap);
+    }
+    if (!args.empty() && args[0] == "--") args.erase(args.begin());
+    if (args.empty() && need_command) {
+        if (o.rootfs.empty()) args = {"/bin/sh"};  // the base image's default command
+        else fail("no command given", "", "hutch run [OPTIONS] [--rootfs DIR] [--] COMMAND [ARG...]");
+    }
+    spec.process.argv = args;
+}
+
+SandboxSpec build_spec(const Paths& paths, const SandboxOptions& o, bool persistent) {
+    SandboxSpec spec;
+    spec.persistent = persistent;
+    spec.name = o.name.empty() ? state::random_name() : o.name;
+    state::validate_name(spec.name);
+    spec.hostname = o.hostname.empty() ? spec.name.substr(0, 63) : o.hostname;
+    spec.idmap = idmap::for_caller();
+    spec.read_only_root = o.read_only;
+    for (const auto& v : o.volumes) spec.binds.push_back(parse_volume(v));
+    for (const auto& t : o.tmpfs) spec.tmpfs.push_back(parse_tmpfs(t));
+    apply_security_opts(spec, o.security_opts);
+    if (!o.timeout.empty()) spec.timeout = parse_duration(o.timeout, "--timeout");
+    ProcessSpec& p = spec.process;
+    p.env = collect_env(o.process);
+    p.cwd = o.process.workdir;
+    if (!p.cwd.empty() && p.cwd[0] != '/') fail("invalid -w", p.cwd, "the working directory must be absolute");
+    p.user = o.process.user;
+    p.tty = o.process.tty;
+    p.stdin_open = o.process.interactive;
+    p.cap_add = o.cap_add;
+    p.cap_drop = o.cap_drop;
+    for (const auto& u : o.ulimits) p.rlimits.push_back(parse_ulimit(u));
+    resolve_root_and_command(paths, spec, o, !persistent);
+    return spec;
+}
+
+}  // namespace
+
+Paths prepare_paths(const GlobalOptions& g) {
+    Paths paths = Paths::resolve(g.root);
+    paths.ensure();
+    state::sweep(paths, idmap::for_caller());
+    return paths;
+}
+
+int run(const GlobalOptions& g, const SandboxOptions& o) {
+    Paths paths = prepare_paths(g);
+    SandboxSpec spec = build_spec(paths, o, false);
+    return run_sandbox(spec, paths);
+}
+
+int create(const GlobalOptions& g, const SandboxOptions& o) {
+    if (o.name.empty()) fail("create needs --name", "", "hutch create --name NAME [OPTIONS] [IMAGE]");
+    Paths paths = prepare_paths(g);
+    SandboxSpec spec = build_spec(paths, o, true);
+    spec.process.tty = false;  // ttys belong to each exec
+    create_sandbox(spec, paths);
+    std::printf("%s\n", spec.name.c_str());
+    return 0;
+}
+
+int exec(const GlobalOptions& g, const ProcessOptions& o, const std::string& name, std::vector<std::string> command) {
+    if (!command.empty() && command[0] == "--") command.erase(command.begin());
+    if (command.empty()) fail("exec needs a command", name, "hutch exec NAME [--] COMMAND [ARG...]");
+    Paths paths = prepare_paths(g);
+    ProcessSpec p;
+    p.argv = command;
+    p.env = collect_env(o);
+    p.cwd = o.workdir;
+    p.user = o.user;
+    p.tty = o.tty;
+    p.stdin_open = o.interactive;
+    return exec_in_sandbox(paths, name, p);
+}
+
+}  // namespace hutch::cli

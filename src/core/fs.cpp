@@ -1,0 +1,132 @@
+#include "hutch/core/fs.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <random>
+
+#include "hutch/core/error.hpp"
+#include "hutch/core/fd.hpp"
+
+namespace hutch::fs {
+
+std::string read_file(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno("cannot read", path);
+    std::string out;
+    char buf[16384];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("cannot read", path);
+        }
+        if (n == 0) break;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+}
+
+static void write_all(int fd, const std::string& data, const std::string& path) {
+    size_t off = 0;
+    while (off < data.size()) {
+        ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("cannot write", path);
+        }
+        off += static_cast<size_t>(n);
+    }
+}
+
+void write_file_atomic(const std::string& path, const std::string& data, mode_t mode) {
+    std::string tmp = path + ".tmp" + std::to_string(::getpid());
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+    if (!fd) throw_errno("cannot create", tmp);
+    try {
+        write_all(fd.get(), data, tmp);
+        if (::fsync(fd.get()) != 0) throw_errno("cannot sync", tmp);
+        fd.reset();
+        if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("cannot rename into place", path);
+    } catch (...) {
+        ::unlink(tmp.c_str());
+        throw;
+    }
+}
+
+bool make_dirs(const std::string& path, mode_t mode) {
+    if (path.empty()) return false;
+    if (::mkdir(path.c_str(), mode) == 0) return true;
+    if (errno == EEXIST) {
+        struct stat st;
+        if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return false;
+        throw Error("not a directory", path, ENOTDIR);
+    }
+    if (errno != ENOENT) throw_errno("cannot create directory", path);
+    auto slash = path.find_last_of('/');
+    if (slash == std::string::npos || slash == 0) throw_errno("cannot create directory", path);
+    make_dirs(path.substr(0, slash), mode);
+    if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) throw_errno("cannot create directory", path);
+    return true;
+}
+
+bool exists(const std::string& path) {
+    struct stat st;
+    return ::lstat(path.c_str(), &st) == 0;
+}
+
+void remove_contents(int dirfd, const std::string& shown_path) {
+    int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) throw_errno("cannot duplicate directory fd", shown_path);
+    DIR* dir = ::fdopendir(dup);
+    if (!dir) {
+        ::close(dup);
+        throw_errno("cannot list", shown_path);
+    }
+    ::rewinddir(dir);
+    while (struct dirent* e = ::readdir(dir)) {
+        std::string name = e->d_name;
+        if (name == "." || name == "..") continue;
+        if (::unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) continue;
+        if (errno != EISDIR && errno != EPERM) {
+            ::closedir(dir);
+            throw_errno("cannot remove", shown_path + "/" + name);
+        }
+        UniqueFd child(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!child) {
+            ::closedir(dir);
+            throw_errno("cannot open", shown_path + "/" + name);
+        }
+        // A directory without write or search permission (chmod 0 by the sandboxed command)
+        // cannot be emptied; give it back the permissions needed to remove it.
+        ::fchmod(child.get(), 0700);
+        remove_contents(child.get(), shown_path + "/" + name);
+        if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+            ::closedir(dir);
+            throw_errno("cannot remove", shown_path + "/" + name);
+        }
+    }
+    ::closedir(dir);
+}
+
+void remove_tree(const std::string& path) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return;
+        throw_errno("cannot stat", path);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove", path);
+        return;
+    }
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) throw_errno("cannot open", path);
+    remove_contents(fd.get(), path);
+    fd.reset();
+    if (::rmdir(path.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove", path);
+}
+
+}  // namespace hutch::fs

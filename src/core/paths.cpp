@@ -1,0 +1,82 @@
+#include "hutch/core/paths.hpp"
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "hutch/core/error.hpp"
+#include "hutch/core/fs.hpp"
+#include "hutch_config.h"
+
+namespace hutch {
+
+static std::string env_or_empty(const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v ? std::string(v) : std::string();
+}
+
+static std::string home_dir() {
+    std::string home = env_or_empty("HOME");
+    if (!home.empty()) return home;
+    if (struct passwd* pw = ::getpwuid(::getuid())) return pw->pw_dir;
+    fail("cannot find the home directory", "uid " + std::to_string(::getuid()),
+         "set HOME or XDG_DATA_HOME, or pass --root DIR");
+}
+
+Paths Paths::resolve(const std::string& root_override) {
+    Paths p;
+    if (!root_override.empty()) {
+        p.storage = root_override;
+        p.state = root_override + "/run";
+        return p;
+    }
+    if (::getuid() == 0) {
+        p.state = "/run/hutch";
+        p.storage = "/var/lib/hutch";
+        return p;
+    }
+    std::string runtime = env_or_empty("XDG_RUNTIME_DIR");
+    struct stat st;
+    // A runtime dir that is not ours (a stale variable after su) must not be used.
+    if (runtime.empty() || ::stat(runtime.c_str(), &st) != 0 || st.st_uid != ::getuid())
+        runtime = "/tmp/hutch-run-" + std::to_string(::getuid());
+    p.state = runtime + "/hutch";
+    std::string data = env_or_empty("XDG_DATA_HOME");
+    if (data.empty()) data = home_dir() + "/.local/share";
+    p.storage = data + "/hutch";
+    return p;
+}
+
+// `mode` is 0700, or 0711 for root's storage: root's sandboxes run as an unprivileged range that
+// must search (never list) its way to its layers.
+static void ensure_private_dir(const std::string& path, mode_t mode) {
+    fs::make_dirs(path, mode);
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat", path);
+    if (st.st_uid != ::geteuid())
+        fail("directory is owned by another user", path, "pass --root DIR with a directory of your own");
+    if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0) throw_errno("cannot chmod", path);
+}
+
+void Paths::ensure() const {
+    const mode_t storage_mode = ::geteuid() == 0 ? 0711 : 0700;
+    ensure_private_dir(state, 0700);
+    ensure_private_dir(storage, storage_mode);
+    ensure_private_dir(sandboxes_state(), 0700);
+    ensure_private_dir(sandboxes_storage(), storage_mode);
+    ensure_private_dir(bases(), storage_mode);
+}
+
+std::string policy_dir() {
+    std::string dir = env_or_empty("HUTCH_POLICY_DIR");
+    return dir.empty() ? std::string(HUTCH_POLICY_DIR) : dir;
+}
+
+std::string default_rootfs_source() {
+    std::string dir = env_or_empty("HUTCH_DEFAULT_ROOTFS");
+    return dir.empty() ? std::string(HUTCH_DEFAULT_ROOTFS) : dir;
+}
+
+}  // namespace hutch

@@ -1,0 +1,206 @@
+#include "hutch/sandbox/idmap.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <sstream>
+
+#include "hutch/core/error.hpp"
+#include "hutch/core/fd.hpp"
+#include "hutch/core/fs.hpp"
+
+namespace hutch {
+
+static std::optional<uint32_t> to_host(const std::vector<IdRange>& ranges, uint32_t inside) {
+    for (const auto& r : ranges)
+        if (inside >= r.inside && inside - r.inside < r.count) return r.outside + (inside - r.inside);
+    return std::nullopt;
+}
+
+bool IdMap::maps_uid(uint32_t inside) const { return to_host(uids, inside).has_value(); }
+bool IdMap::maps_gid(uint32_t inside) const { return to_host(gids, inside).has_value(); }
+std::optional<uint32_t> IdMap::host_uid(uint32_t inside) const { return to_host(uids, inside); }
+std::optional<uint32_t> IdMap::host_gid(uint32_t inside) const { return to_host(gids, inside); }
+
+namespace idmap {
+
+std::vector<SubIdRange> parse_subid(const std::string& text, const std::string& user, uid_t uid) {
+    std::vector<SubIdRange> out;
+    std::istringstream in(text);
+    std::string line;
+    const std::string uid_text = std::to_string(uid);
+    while (std::getline(in, line)) {
+        if (line.empty() || line[0] == '#') continue;
+        auto a = line.find(':');
+        auto b = a == std::string::npos ? a : line.find(':', a + 1);
+        if (b == std::string::npos) continue;
+        std::string owner = line.substr(0, a);
+        if (owner != user && owner != uid_text) continue;
+        char* end = nullptr;
+        unsigned long start = std::strtoul(line.c_str() + a + 1, &end, 10);
+        if (end != line.c_str() + b) continue;
+        unsigned long count = std::strtoul(line.c_str() + b + 1, &end, 10);
+        if (count == 0 || start == 0 || start > UINT32_MAX || count > UINT32_MAX - start) continue;
+        out.push_back({static_cast<uint32_t>(start), static_cast<uint32_t>(count)});
+    }
+    return out;
+}
+
+static std::vector<SubIdRange> subids(const char* file, const std::string& user, uid_t uid) {
+    try {
+        return parse_subid(fs::read_file(file), user, uid);
+    } catch (const Error&) {
+        return {};  // no file: no subordinate ids
+    }
+}
+
+// Lays the subordinate ranges out contiguously after inside id 0.
+static void append_ranges(std::vector<IdRange>& out, const std::vector<SubIdRange>& ranges) {
+    uint32_t next = 1;
+    for (const auto& r : ranges) {
+        out.push_back({next, r.start, r.count});
+        next += r.count;
+    }
+}
+
+static IdMap root_map() {
+    std::vector<SubIdRange> u = subids("/etc/subuid", "hutch", static_cast<uid_t>(-1));
+    std::vector<SubIdRange> g = subids("/etc/subgid", "hutch", static_cast<uid_t>(-1));
+    SubIdRange urange = u.empty() ? SubIdRange{1000000000u, 65536u} : u.front();
+    SubIdRange grange = g.empty() ? urange : g.front();
+    if (const char* env = std::getenv("HUTCH_ROOT_IDRANGE"); env && *env) {
+        auto parsed = parse_subid(std::string("x:") + env, "x", static_cast<uid_t>(-1));
+        if (parsed.empty())
+            fail("invalid HUTCH_ROOT_IDRANGE", env, "expected START:COUNT with START > 0, e.g. 1000000000:65536");
+        urange = grange = parsed.front();
+    }
+    IdMap m;
+    m.uids.push_back({0, urange.start, urange.count});
+    m.gids.push_back({0, grange.start, grange.count});
+    return m;
+}
+
+static bool have_helpers() {
+    return ::access("/usr/bin/newuidmap", X_OK) == 0 && ::access("/usr/bin/newgidmap", X_OK) == 0;
+}
+
+IdMap for_caller() {
+    uid_t uid = ::geteuid();
+    gid_t gid = ::getegid();
+    if (uid == 0) return root_map();
+    IdMap m;
+    m.uids.push_back({0, uid, 1});
+    m.gids.push_back({0, gid, 1});
+    std::string name;
+    if (struct passwd* pw = ::getpwuid(uid)) name = pw->pw_name;
+    auto u = subids("/etc/subuid", name, uid);
+    auto g = subids("/etc/subgid", name, uid);
+    if (!u.empty() && !g.empty() && have_helpers()) {
+        append_ranges(m.uids, u);
+        append_ranges(m.gids, g);
+        m.use_helpers = true;
+    } else {
+        m.deny_setgroups = true;
+    }
+    return m;
+}
+
+std::string render(const std::vector<IdRange>& ranges) {
+    std::string s;
+    for (const auto& r : ranges)
+        s += std::to_string(r.inside) + " " + std::to_string(r.outside) + " " + std::to_string(r.count) + "\n";
+    return s;
+}
+
+static void write_proc_file(pid_t pid, const char* name, const std::string& data) {
+    std::string path = "/proc/" + std::to_string(pid) + "/" + name;
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd || ::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()))
+        throw_errno("cannot write user namespace map", path,
+                    "check /proc/sys/user/max_user_namespaces and that the range is not mapped twice");
+}
+
+// Starts newuidmap/newgidmap PID INSIDE OUTSIDE COUNT... and returns its pid.
+static pid_t spawn_helper(const char* helper, pid_t pid, const std::vector<IdRange>& ranges) {
+    std::vector<std::string> args{helper, std::to_string(pid)};
+    for (const auto& r : ranges) {
+        args.push_back(std::to_string(r.inside));
+        args.push_back(std::to_string(r.outside));
+        args.push_back(std::to_string(r.count));
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t child = ::fork();
+    if (child < 0) throw_errno("cannot fork", helper);
+    if (child == 0) {
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    return child;
+}
+
+static void wait_helper(pid_t child, const char* helper) {
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail(std::string(helper) + " failed", "status " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)),
+             "check your ranges in /etc/subuid and /etc/subgid, and that uidmap is installed");
+}
+
+void write(pid_t pid, const IdMap& map) {
+    if (map.use_helpers) {
+        // Both helpers run at once: each is a setuid exec costing about a millisecond.
+        pid_t u = spawn_helper("/usr/bin/newuidmap", pid, map.uids);
+        pid_t g = spawn_helper("/usr/bin/newgidmap", pid, map.gids);
+        wait_helper(u, "newuidmap");
+        wait_helper(g, "newgidmap");
+        return;
+    }
+    if (map.deny_setgroups) write_proc_file(pid, "setgroups", "deny");
+    write_proc_file(pid, "uid_map", render(map.uids));
+    write_proc_file(pid, "gid_map", render(map.gids));
+}
+
+int run_as_sandbox_root(const IdMap& map, const std::function<int()>& fn) {
+    int sync[2];
+    if (::pipe2(sync, O_CLOEXEC) != 0) throw_errno("cannot create pipe");
+    UniqueFd rd(sync[0]), wr(sync[1]);
+    pid_t parent = ::getpid();
+    pid_t child = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+    if (child < 0) throw_errno("cannot create a user namespace", "", "see 'hutch doctor'");
+    if (child == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(125);
+        wr.reset();
+        char c;
+        if (::read(rd.get(), &c, 1) != 1) ::_exit(125);
+        if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) ::_exit(125);
+        ::_exit(fn());
+    }
+    rd.reset();
+    int status = 0;
+    try {
+        write(child, map);
+    } catch (...) {
+        ::kill(child, SIGKILL);
+        ::waitpid(child, &status, 0);
+        throw;
+    }
+    if (::write(wr.get(), "1", 1) != 1) throw_errno("cannot signal helper process");
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace idmap
+}  // namespace hutch

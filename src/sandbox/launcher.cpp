@@ -1,0 +1,637 @@
+// The story of a sandbox's birth, in order:
+//
+//   front end (host)                       sandbox init (pid 1 of the new namespaces)
+//   ----------------                       ------------------------------------------
+//   resolve caps, load seccomp program
+//   create scratch dir, open layer fds
+//   clone3(NEWUSER|NEWNS|NEWPID|...) ----> waits on the sync pipe
+//   write uid/gid maps, release --------->  become root of the namespace
+//                                           private mounts, detached proc/sys/dev/binds
+//                                           overlay root, pivot_root, populate /proc /dev /sys
+//                                           hostname, loopback up, pty
+//                                           fork the command --> exec_process(): user, caps,
+//   relay tty, forward signals, timeout         no_new_privs, seccomp, execve
+//   wait for init                   <----   reap, kill what is left, empty the writable layer
+//   remove scratch dir
+//
+// The front end never runs code the sandbox chose, and the sandbox never sees a host path.
+#include "hutch/sandbox/launcher.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <optional>
+
+#include "hutch/core/error.hpp"
+#include "hutch/core/fd.hpp"
+#include "hutch/core/fs.hpp"
+#include "hutch/core/log.hpp"
+#include "hutch/sandbox/caps.hpp"
+#include "hutch/sandbox/idmap.hpp"
+#include "hutch/sandbox/init.hpp"
+#include "hutch/sandbox/mounts.hpp"
+#include "hutch/sandbox/process.hpp"
+#include "hutch/sandbox/pty.hpp"
+#include "hutch/sandbox/seccomp.hpp"
+#include "hutch/sandbox/state.hpp"
+
+namespace hutch {
+
+namespace {
+
+// glibc 2.36's <sys/pidfd.h> lacks C++ linkage; the syscalls are simple enough to call directly.
+int pidfd_open(pid_t pid, unsigned flags) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, flags)); }
+int pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned flags) {
+    return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, info, flags));
+}
+
+constexpr uint64_t kNamespaces =
+    CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP;
+constexpr double kTermGrace = 10.0;     // SIGTERM to hutch: the command gets this long to exit
+constexpr double kTeardownGrace = 5.0;  // init gets this long to tear down before SIGKILL
+
+// What the front end computes once, before any namespace exists.
+struct Security {
+    caps::Set caps;
+    std::optional<seccomp::Program> seccomp;  // empty: unconfined
+};
+
+Security resolve_security(const SandboxSpec& spec, const Paths& paths) {
+    Security s;
+    s.caps = caps::resolve(spec.process.cap_add, spec.process.cap_drop);
+    if (spec.seccomp_profile == "unconfined") return s;
+    std::string profile = spec.seccomp_profile.empty() ? policy_dir() + "/seccomp/default.json" : spec.seccomp_profile;
+    s.seccomp = seccomp::load(profile, caps::names(s.caps), paths.cache() + "/seccomp");
+    return s;
+}
+
+struct Pipe {
+    UniqueFd rd, wr;
+    static Pipe make() {
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("cannot create pipe");
+        return Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
+    }
+};
+
+struct SocketPair {
+    UniqueFd parent, child;
+    static SocketPair make() {
+        int fds[2];
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("cannot create socket pair");
+        return SocketPair{UniqueFd(fds[0]), UniqueFd(fds[1])};
+    }
+};
+
+UniqueFd open_path(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) throw_errno("cannot open", path);
+    return fd;
+}
+
+// Checks, as the caller, that bind sources exist and can be read: a user cannot bind what they
+// cannot read, even though the sandbox's mount call would not check the last component.
+void check_bind_sources(const SandboxSpec& spec) {
+    for (const auto& b : spec.binds) {
+        if (b.source.empty() || b.source[0] != '/')
+            fail("bind source must be an absolute path", b.source, "use -v /host/path:/container/path");
+        if (::access(b.source.c_str(), R_OK) != 0)
+            throw_errno("cannot use bind source", b.source, "the path must exist and be readable by you");
+    }
+}
+
+void bring_up_loopback() {
+    UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!s) throw_errno("cannot open a socket to configure lo");
+    struct ifreq ifr {};
+    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) throw_errno("cannot read interface flags", "lo");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0) throw_errno("cannot bring up", "lo");
+}
+
+// Everything the sandbox's init needs, prepared by the front end (the clone shares a copy).
+struct Birth {
+    const SandboxSpec* spec = nullptr;
+    const Security* security = nullptr;
+    mounts::HostSide host;
+    Pipe sync;     // front end → init: "the id maps are written"
+    Pipe report;   // init and command → front end: setup failures
+    Pipe status;   // init → front end: the exit status, written before init's own exit
+    SocketPair tty;  // init → front end: the pty's master
+    struct winsize winsize {};
+    bool have_winsize = false;
+};
+
+// Runs in the new namespaces as pid 1. Never returns.
+[[noreturn]] void sandbox_main(Birth& b) {
+    const SandboxSpec& spec = *b.spec;
+    try {
+        if (!spec.persistent) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        b.sync.wr.reset();
+        b.report.rd.reset();
+        b.tty.parent.reset();
+        b.status.rd.reset();
+        char go;
+        // EOF instead of the byte: the front end died before the maps were written.
+        if (::read(b.sync.rd.get(), &go, 1) != 1) ::_exit(kExitHutchError);
+        b.sync.rd.reset();
+        if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
+        if (!spec.idmap.deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
+
+        // The writable layer is emptied at the end from inside (its files may belong to
+        // subordinate ids the front end cannot remove); keep handles that survive pivot_root.
+        struct {
+            UniqueFd upper, work;
+        } layers{open_path(b.host.upper), open_path(b.host.work)};
+        mounts::make_private();
+        mounts::Detached detached = mounts::prepare(spec, std::move(b.host.binds));
+        mounts::enter_overlay_root(b.host);
+        mounts::populate(spec, detached, spec.idmap.maps_gid(5));
+        if (::sethostname(spec.hostname.c_str(), spec.hostname.size()) != 0) throw_errno("cannot set hostname", spec.hostname);
+        bring_up_loopback();
+        mounts::finish(spec);
+
+        init::block_signals();
+        if (spec.persistent) {
+            // Detach from the creator's session and stdio: `hutch create` returns at once, and
+            // pipes of whoever ran it must see EOF.
+            ::setsid();
+            int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+            for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
+            if (null > 2) ::close(null);
+            b.report.wr.reset();  // EOF tells the front end the sandbox is ready
+            ::_exit(init::run(-1, nullptr));
+        }
+
+        pty::Pair tty;
+        if (spec.process.tty) {
+            tty = pty::open_pair();
+            if (b.have_winsize) ::ioctl(tty.master.get(), TIOCSWINSZ, &b.winsize);
+            pty::send_fd(b.tty.child.get(), tty.master.get());
+            tty.master.reset();
+        }
+        pid_t command = ::fork();
+        if (command < 0) throw_errno("cannot fork the command");
+        if (command == 0) {
+            ProcessContext ctx;
+            ctx.process = &spec.process;
+            ctx.idmap = &spec.idmap;
+            ctx.caps = b.security->caps;
+            ctx.seccomp = b.security->seccomp ? &*b.security->seccomp : nullptr;
+            ctx.hostname = spec.hostname;
+            ctx.report_fd = b.report.wr.get();
+            ctx.tty_slave = tty.slave.get();
+            exec_process(ctx);
+        }
+        tty.slave.reset();
+        b.report.wr.reset();
+        int code = init::run(command, [&layers] { state::empty_layers(layers.upper.get(), layers.work.get()); });
+        // Tearing down the namespaces in exit(2) takes the kernel milliseconds; the front end
+        // needs only the status, and every process of the sandbox is already gone.
+        ssize_t ignored = ::write(b.status.wr.get(), &code, sizeof code);
+        (void)ignored;
+        ::_exit(code);
+    } catch (const Error& e) {
+        report_failure(b.report.wr.get(), e.exit_code(), e.what());
+    } catch (const std::exception& e) {
+        report_failure(b.report.wr.get(), kExitHutchError, e.what());
+    }
+    ::_exit(kExitHutchError);
+}
+
+pid_t clone_sandbox(int* pidfd) {
+    struct clone_args args {};
+    args.flags = kNamespaces | CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<uint64_t>(pidfd);
+    args.exit_signal = SIGCHLD;
+    return static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
+}
+
+// Signals the front end passes on to the command.
+sigset_t forwarded_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM}) sigaddset(&set, sig);
+    return set;
+}
+
+// Blocks forwarded signals for the lifetime of the object (they are read from a signalfd).
+class BlockedSignals {
+public:
+    BlockedSignals() {
+        sigset_t set = forwarded_signals();
+        ::sigprocmask(SIG_BLOCK, &set, &old_);
+        ::signal(SIGPIPE, SIG_IGN);
+    }
+    ~BlockedSignals() { ::sigprocmask(SIG_SETMASK, &old_, nullptr); }
+
+private:
+    sigset_t old_;
+};
+
+double now() {
+    struct timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+bool write_all(int fd, const char* data, size_t n) {
+    while (n > 0) {
+        ssize_t w = ::write(fd, data, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        data += w;
+        n -= static_cast<size_t>(w);
+    }
+    return true;
+}
+
+// Copies what is available from `from` to `to`; false at EOF or error.
+bool pump(int from, int to) {
+    char buf[16384];
+    ssize_t n = ::read(from, buf, sizeof buf);
+    if (n <= 0) return n < 0 && (errno == EAGAIN || errno == EINTR);
+    return write_all(to, buf, static_cast<size_t>(n));
+}
+
+// The front end's side of a running process: relays the terminal, forwards signals, enforces the
+// timeout, and returns the exit status of `child` (128+N when killed by signal N).
+struct Supervision {
+    int child_pidfd = -1;
+    int status_fd = -1;     // when set, the child's exit status arrives here before its exit
+    int signal_pidfd = -1;  // forwarded signals go here
+    int tty_master = -1;
+    bool relay_stdin = false;  // -i with -t: the caller's stdin goes to the pty
+    double timeout = 0;
+    std::string name;
+    std::function<void()> teardown;  // asks for an immediate end of everything
+};
+
+// Output written just before the end is still in the pty: copy it out.
+void drain(const Supervision& s, bool master_open) {
+    if (!master_open) return;
+    ::fcntl(s.tty_master, F_SETFL, ::fcntl(s.tty_master, F_GETFL) | O_NONBLOCK);
+    while (pump(s.tty_master, STDOUT_FILENO)) {
+    }
+}
+
+int supervise(const Supervision& s) {
+    sigset_t set = forwarded_signals();
+    UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!sfd) throw_errno("cannot create signalfd");
+    std::optional<pty::RawMode> raw;
+    bool stdin_open = s.tty_master >= 0 && s.relay_stdin, master_open = s.tty_master >= 0;
+    if (s.tty_master >= 0) {
+        raw.emplace(STDIN_FILENO);
+        pty::copy_winsize(STDIN_FILENO, s.tty_master);
+    }
+    const double start = now();
+    double kill_at = 0;  // when set, SIGKILL the child if it is still there
+    bool term_requested = false;
+    auto request_teardown = [&](double grace) {
+        if (kill_at == 0 || now() + grace < kill_at) kill_at = now() + grace;
+        s.teardown();
+    };
+    for (;;) {
+        struct pollfd fds[5] = {{s.child_pidfd, POLLIN, 0}, {sfd.get(), POLLIN, 0}, {-1, POLLIN, 0}, {-1, POLLIN, 0},
+                                {s.status_fd, POLLIN, 0}};
+        if (stdin_open) fds[2].fd = STDIN_FILENO;
+        if (master_open) fds[3].fd = s.tty_master;
+        double deadline = 0;
+        if (s.timeout > 0) deadline = start + s.timeout;
+        if (kill_at > 0 && (deadline == 0 || kill_at < deadline)) deadline = kill_at;
+        int wait_ms = -1;
+        if (deadline > 0) wait_ms = std::max(0, static_cast<int>(std::ceil((deadline - now()) * 1000)));
+        int n = ::poll(fds, 5, wait_ms);
+        if (n < 0 && errno != EINTR) throw_errno("poll");
+        if (kill_at > 0 && now() >= kill_at) {
+            pidfd_send_signal(s.child_pidfd, SIGKILL, nullptr, 0);
+            kill_at = now() + 3600;
+        } else if (s.timeout > 0 && now() >= start + s.timeout && kill_at == 0) {
+            log::error("timeout: sandbox " + s.name + " ran longer than its --timeout; killing it");
+            request_teardown(kTeardownGrace);
+        }
+        if (n <= 0) continue;
+        if (fds[3].revents & (POLLIN | POLLHUP | POLLERR)) master_open = pump(s.tty_master, STDOUT_FILENO);
+        if (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) stdin_open = pump(STDIN_FILENO, s.tty_master);
+        if (fds[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (::read(sfd.get(), &si, sizeof si) == sizeof si) {
+                int sig = static_cast<int>(si.ssi_signo);
+                if (sig == SIGWINCH) {
+                    if (s.tty_master >= 0) pty::copy_winsize(STDIN_FILENO, s.tty_master);
+                    continue;
+                }
+                pidfd_send_signal(s.signal_pidfd, sig, nullptr, 0);
+                if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT) {
+                    // The first asks the command to exit; a second, or the grace running out, ends it.
+                    if (term_requested) request_teardown(kTeardownGrace);
+                    else if (kill_at == 0) kill_at = now() + kTermGrace;
+                    term_requested = true;
+                }
+            }
+        }
+        if (fds[4].revents & (POLLIN | POLLHUP)) {
+            int status = 0;
+            if (::read(s.status_fd, &status, sizeof status) == sizeof status) {
+                drain(s, master_open);
+                return status;
+            }
+            fds[4].fd = -1;
+            break;  // init died without a word: fall back to its wait status
+        }
+        if (fds[0].revents & POLLIN) break;
+    }
+    drain(s, master_open);
+    siginfo_t info {};
+    while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.child_pidfd), &info, WEXITED) != 0) {
+        if (errno != EINTR) throw_errno("cannot wait for the sandbox");
+    }
+    if (info.si_code == CLD_EXITED) return info.si_status;
+    return 128 + info.si_status;
+}
+
+// Turns a failure reported from inside the sandbox into the Error the front end throws.
+void rethrow_reported(int report_fd) {
+    ::fcntl(report_fd, F_SETFL, O_NONBLOCK);
+    auto [code, message] = read_failure(report_fd);
+    if (code != 0) throw Error(message, "", 0, "", code);
+}
+
+struct Started {
+    pid_t pid = -1;
+    UniqueFd pidfd;
+    UniqueFd tty_master;
+    UniqueFd report;
+};
+
+// Clones the sandbox's init and writes its id maps. On return the init is setting itself up.
+Started give_birth(Birth& b) {
+    const SandboxSpec& spec = *b.spec;
+    if (spec.process.tty && ::ioctl(STDIN_FILENO, TIOCGWINSZ, &b.winsize) == 0) b.have_winsize = true;
+    Started st;
+    int pidfd = -1;
+    pid_t pid = clone_sandbox(&pidfd);
+    if (pid < 0)
+        throw_errno("cannot create the sandbox's namespaces", "clone3",
+                    "unprivileged user namespaces must be enabled; see 'hutch doctor'");
+    if (pid == 0) sandbox_main(b);
+    st.pid = pid;
+    st.pidfd.reset(pidfd);
+    b.sync.rd.reset();
+    b.report.wr.reset();
+    b.status.wr.reset();
+    b.tty.child.reset();
+    try {
+        idmap::write(pid, spec.idmap);
+    } catch (...) {
+        pidfd_send_signal(pidfd, SIGKILL, nullptr, 0);
+        ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), nullptr, WEXITED);
+        throw;
+    }
+    if (::write(b.sync.wr.get(), "1", 1) != 1) throw_errno("cannot release the sandbox");
+    b.sync.wr.reset();
+    st.report = std::move(b.report.rd);
+    return st;
+}
+
+void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, const state::Scratch& scratch) {
+    b.spec = &spec;
+    b.security = &security;
+    b.host.lower = spec.rootfs;
+    b.host.upper = scratch.upper();
+    b.host.work = scratch.work();
+    b.host.target = scratch.root();
+    // Root's sandbox runs as an unprivileged range that may not reach the caller's files: the
+    // bind sources are opened here, with root's own access, and attached inside.
+    if (::geteuid() == 0) b.host.binds = mounts::open_bind_sources(spec.binds);
+    b.sync = Pipe::make();
+    b.report = Pipe::make();
+    b.status = Pipe::make();
+    if (spec.process.tty) b.tty = SocketPair::make();
+}
+
+std::pair<uid_t, gid_t> sandbox_root_owner(const IdMap& map) {
+    return {map.host_uid(0).value_or(::geteuid()), map.host_gid(0).value_or(::getegid())};
+}
+
+// Waits until a persistent sandbox's init closes its report pipe (ready) or reports a failure.
+void wait_ready(Started& st) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(st.report.get(), buf, sizeof buf)) < 0 && errno == EINTR) {
+    }
+    if (n > 0) {
+        auto [code, message] = parse_failure(std::string(buf, static_cast<size_t>(n)));
+        throw Error(message, "", 0, "", code);
+    }
+    struct pollfd p {st.pidfd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) == 1) fail("the sandbox's init exited during setup", "pid " + std::to_string(st.pid));
+}
+
+UniqueFd open_pidfd(const state::Live& live, const std::string& name) {
+    UniqueFd fd(static_cast<int>(pidfd_open(live.pid, 0)));
+    // The start time is checked after opening: the pidfd then pins the process it names.
+    if (!fd || state::process_start_time(live.pid) != live.start_time)
+        fail("sandbox is not running", name, "start it with 'hutch start " + name + "'");
+    return fd;
+}
+
+bool wait_exit(int pidfd, double seconds) {
+    struct pollfd p {pidfd, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(seconds * 1000)) == 1;
+}
+
+}  // namespace
+
+int run_sandbox(const SandboxSpec& spec, const Paths& paths) {
+    check_bind_sources(spec);
+    if (!fs::exists(spec.rootfs)) fail("root filesystem not found", spec.rootfs, "pass an existing directory to --rootfs");
+    Security security = resolve_security(spec, paths);
+    auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
+    state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
+    int code = kExitHutchError;
+    std::optional<Error> error;
+    try {
+        BlockedSignals blocked;
+        Birth birth;
+        prepare_birth(birth, spec, security, scratch);
+        Started st = give_birth(birth);
+        birth.host = mounts::HostSide();
+        UniqueFd master;
+        // The init sends the pty's master once /dev/pts exists; EOF if setup failed first.
+        if (spec.process.tty) master = pty::recv_fd(birth.tty.parent.get());
+        Supervision sup;
+        sup.child_pidfd = st.pidfd.get();
+        sup.status_fd = birth.status.rd.get();
+        sup.signal_pidfd = st.pidfd.get();
+        sup.tty_master = master.get();
+        sup.relay_stdin = spec.process.stdin_open;
+        sup.timeout = spec.timeout;
+        sup.name = spec.name;
+        int pidfd = st.pidfd.get();
+        sup.teardown = [pidfd] { pidfd_send_signal(pidfd, init::teardown_signal(), nullptr, 0); };
+        code = supervise(sup);
+        rethrow_reported(st.report.get());
+    } catch (const Error& e) {
+        error = e;
+    }
+    state::remove_scratch(scratch.dir, spec.idmap);
+    if (error) throw *error;
+    // The init may still be in exit(2); it has PDEATHSIG and no process left, so a caller that
+    // exits now loses nothing, and a long-lived caller reaps it with its other children.
+    return code;
+}
+
+void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
+    if (!fs::exists(spec.rootfs)) fail("root filesystem not found", spec.rootfs, "the sandbox's base is gone; recreate it");
+    check_bind_sources(spec);
+    Security security = resolve_security(spec, paths);
+    state::Scratch scratch = state::open_scratch(paths, spec.name);
+    BlockedSignals blocked;
+    Birth birth;
+    prepare_birth(birth, spec, security, scratch);
+    // The init inherits the lock and holds it for its whole life: "locked" means "running".
+    Started st = give_birth(birth);
+    wait_ready(st);
+    state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid)});
+}
+
+void create_sandbox(const SandboxSpec& spec, const Paths& paths) {
+    check_bind_sources(spec);
+    if (!fs::exists(spec.rootfs)) fail("root filesystem not found", spec.rootfs, "pass an existing directory to --rootfs");
+    resolve_security(spec, paths);  // refuse a bad profile before anything is created
+    auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
+    {
+        state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
+        try {
+            state::save_config(paths, spec);
+        } catch (...) {
+            state::remove_scratch(scratch.dir, spec.idmap);
+            throw;
+        }
+    }
+    try {
+        start_sandbox(spec, paths);
+    } catch (...) {
+        remove_sandbox(paths, spec.name, true);
+        throw;
+    }
+}
+
+int exec_in_sandbox(const Paths& paths, const std::string& name, const ProcessSpec& process) {
+    SandboxSpec spec = state::load_config(paths, name);
+    auto live = state::load_live(paths, name);
+    if (!live) fail("sandbox is not running", name, "start it with 'hutch start " + name + "'");
+    UniqueFd init_fd = open_pidfd(*live, name);
+    // Capabilities and seccomp come from the sandbox, never from the exec request.
+    ProcessSpec proc = process;
+    proc.cap_add = spec.process.cap_add;
+    proc.cap_drop = spec.process.cap_drop;
+    std::vector<std::string> env = spec.process.env;
+    env.insert(env.end(), process.env.begin(), process.env.end());
+    proc.env = env;
+    if (proc.user.empty()) proc.user = spec.process.user;
+    if (proc.cwd.empty()) proc.cwd = spec.process.cwd;
+    if (proc.rlimits.empty()) proc.rlimits = spec.process.rlimits;
+    Security security = resolve_security(spec, paths);
+
+    BlockedSignals blocked;
+    Pipe report = Pipe::make();
+    // Joining every namespace at once through the pidfd; this process becomes the command's parent
+    // and, from here on, sees only the sandbox's filesystem.
+    if (::setns(init_fd.get(), static_cast<int>(kNamespaces)) != 0)
+        throw_errno("cannot join the sandbox's namespaces", name);
+    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    pty::Pair tty;
+    if (proc.tty) {
+        tty = pty::open_pair();
+        pty::copy_winsize(STDIN_FILENO, tty.master.get());
+    }
+    int child_pidfd = -1;
+    struct clone_args args {};
+    args.flags = CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<uint64_t>(&child_pidfd);
+    args.exit_signal = SIGCHLD;
+    pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
+    if (pid < 0) throw_errno("cannot fork the command", name);
+    if (pid == 0) {
+        ProcessContext ctx;
+        ctx.process = &proc;
+        ctx.idmap = &spec.idmap;
+        ctx.caps = security.caps;
+        ctx.seccomp = security.seccomp ? &*security.seccomp : nullptr;
+        ctx.hostname = spec.hostname;
+        ctx.report_fd = report.wr.get();
+        ctx.tty_slave = tty.slave.get();
+        report.rd.reset();
+        tty.master.reset();
+        exec_process(ctx);
+    }
+    UniqueFd child(child_pidfd);
+    report.wr.reset();
+    tty.slave.reset();
+    Supervision sup;
+    sup.child_pidfd = child.get();
+    sup.signal_pidfd = child.get();
+    sup.tty_master = tty.master.get();
+    sup.relay_stdin = proc.stdin_open;
+    sup.name = name;
+    int cfd = child.get();
+    sup.teardown = [cfd] { pidfd_send_signal(cfd, SIGKILL, nullptr, 0); };
+    int code = supervise(sup);
+    rethrow_reported(report.rd.get());
+    return code;
+}
+
+void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
+    state::load_config(paths, name);
+    auto live = state::load_live(paths, name);
+    if (!live) {
+        state::remove_live(paths, name);
+        return;  // already stopped
+    }
+    UniqueFd fd = open_pidfd(*live, name);
+    // SIGTERM asks the init to pass SIGTERM to every process and exit when they are gone.
+    pidfd_send_signal(fd.get(), SIGTERM, nullptr, 0);
+    if (!wait_exit(fd.get(), grace)) {
+        pidfd_send_signal(fd.get(), SIGKILL, nullptr, 0);
+        wait_exit(fd.get(), 10);
+    }
+    // The init is not our child; wait until its lock is free so a following start or rm succeeds.
+    FileLock::acquire(paths.sandboxes_storage() + "/" + name + "/lock");
+    state::remove_live(paths, name);
+}
+
+void remove_sandbox(const Paths& paths, const std::string& name, bool force) {
+    SandboxSpec spec = state::load_config(paths, name);
+    if (state::load_live(paths, name)) {
+        if (!force) fail("sandbox is running", name, "stop it first, or use 'hutch rm -f " + name + "'");
+        stop_sandbox(paths, name, 0);
+    }
+    state::Scratch scratch = state::open_scratch(paths, name);
+    state::remove_scratch(scratch.dir, spec.idmap);
+    state::remove_live(paths, name);
+}
+
+}  // namespace hutch

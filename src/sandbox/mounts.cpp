@@ -1,0 +1,238 @@
+#include "hutch/sandbox/mounts.hpp"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "hutch/core/error.hpp"
+
+namespace hutch::mounts {
+
+namespace {
+
+constexpr const char* kDevices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+
+void set_attr(int fd, const char* path, unsigned flags, uint64_t attr, const std::string& shown) {
+    struct mount_attr a {};
+    a.attr_set = attr;
+    if (::mount_setattr(fd, path, flags, &a, sizeof a) != 0) throw_errno("cannot set mount attributes", shown);
+}
+
+// A new detached filesystem instance (procfs, sysfs) with the given mount attributes.
+UniqueFd new_fs(const char* type, uint64_t attrs) {
+    UniqueFd fs(::fsopen(type, FSOPEN_CLOEXEC));
+    if (!fs) throw_errno("cannot open filesystem context", type);
+    if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0)
+        throw_errno("cannot create filesystem instance", type);
+    UniqueFd mnt(::fsmount(fs.get(), FSMOUNT_CLOEXEC, static_cast<unsigned>(attrs)));
+    if (!mnt) throw_errno("cannot mount filesystem instance", type);
+    return mnt;
+}
+
+UniqueFd clone_tree(const std::string& path, bool recursive) {
+    unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
+    UniqueFd fd(::open_tree(AT_FDCWD, path.c_str(), flags));
+    if (!fd) throw_errno("cannot open bind source", path, "the path must exist and be readable by you");
+    return fd;
+}
+
+void attach(int mount_fd, const std::string& target) {
+    if (::move_mount(mount_fd, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        throw_errno("cannot attach mount", target);
+}
+
+// Creates missing parents of `path` (inside the new root) and the mount point itself.
+void ensure_mountpoint(const std::string& path, bool directory) {
+    std::string cur;
+    size_t pos = 1;
+    while (pos <= path.size()) {
+        size_t next = path.find('/', pos);
+        if (next == std::string::npos) next = path.size();
+        cur = path.substr(0, next);
+        bool last = next == path.size();
+        if (!cur.empty() && cur != "/") {
+            if (!last || directory) {
+                if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create mount point", cur);
+            } else {
+                int fd = ::open(cur.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+                if (fd < 0 && errno != EEXIST && errno != EISDIR && errno != ELOOP && errno != EACCES &&
+                    errno != EROFS)
+                    throw_errno("cannot create mount point", cur);
+                if (fd >= 0) ::close(fd);
+            }
+        }
+        pos = next + 1;
+    }
+}
+
+bool is_dir_fd(int fd) {
+    struct stat st;
+    return ::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void mount_tmpfs(const std::string& target, unsigned long flags, const std::string& options) {
+    if (::mount("tmpfs", target.c_str(), "tmpfs", flags, options.c_str()) != 0)
+        throw_errno("cannot mount tmpfs", target);
+}
+
+void setup_dev(Detached& detached, bool tty_gid_mapped, bool with_tty) {
+    mount_tmpfs("/dev", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
+    for (auto& [name, fd] : detached.devices) {
+        std::string path = "/dev/" + name;
+        ensure_mountpoint(path, false);
+        attach(fd.get(), path);
+    }
+    if (with_tty) ensure_mountpoint("/dev/console", false);
+    static constexpr std::pair<const char*, const char*> links[] = {
+        {"/proc/self/fd", "/dev/fd"},     {"/proc/self/fd/0", "/dev/stdin"}, {"/proc/self/fd/1", "/dev/stdout"},
+        {"/proc/self/fd/2", "/dev/stderr"}, {"pts/ptmx", "/dev/ptmx"}};
+    for (auto [target, link] : links)
+        if (::symlink(target, link) != 0) throw_errno("cannot create symlink", link);
+    for (const char* dir : {"/dev/pts", "/dev/shm", "/dev/mqueue"})
+        if (::mkdir(dir, 0755) != 0) throw_errno("cannot create directory", dir);
+    std::string pts_opts = "newinstance,ptmxmode=0666,mode=0620";
+    if (tty_gid_mapped) pts_opts += ",gid=5";
+    if (::mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, pts_opts.c_str()) != 0)
+        throw_errno("cannot mount devpts", "/dev/pts");
+    mount_tmpfs("/dev/shm", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+    if (::mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+        throw_errno("cannot mount mqueue", "/dev/mqueue");
+}
+
+void mask(const std::string& path) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) return;  // nothing to hide
+    if (S_ISDIR(st.st_mode)) {
+        mount_tmpfs(path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0");
+    } else if (::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+        throw_errno("cannot mask", path);
+    }
+}
+
+void make_readonly(const std::string& path) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) return;
+    if (::mount(path.c_str(), path.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0)
+        throw_errno("cannot bind", path);
+    set_attr(AT_FDCWD, path.c_str(), AT_RECURSIVE, MOUNT_ATTR_RDONLY, path);
+}
+
+}  // namespace
+
+const std::vector<std::string>& masked_paths() {
+    static const std::vector<std::string> paths{
+        "/proc/acpi",         "/proc/asound",      "/proc/kcore",        "/proc/keys",
+        "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+        "/proc/scsi",         "/sys/firmware",     "/sys/devices/virtual/powercap"};
+    return paths;
+}
+
+const std::vector<std::string>& readonly_paths() {
+    static const std::vector<std::string> paths{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                                                "/proc/sysrq-trigger"};
+    return paths;
+}
+
+void make_private() {
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+        throw_errno("cannot make mounts private", "/");
+}
+
+std::vector<UniqueFd> open_bind_sources(const std::vector<BindMount>& binds) {
+    std::vector<UniqueFd> out;
+    for (const auto& b : binds) {
+        UniqueFd fd = clone_tree(b.source, true);
+        if (b.read_only) set_attr(fd.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, MOUNT_ATTR_RDONLY, b.source);
+        out.push_back(std::move(fd));
+    }
+    return out;
+}
+
+Detached prepare(const SandboxSpec& spec, std::vector<UniqueFd> parent_binds) {
+    Detached d;
+    d.proc = new_fs("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    try {
+        d.sys = new_fs("sysfs", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    } catch (const Error&) {
+        // Kernels refuse a new sysfs when the network namespace is not ours; a read-only view of
+        // the host's is what runc and crun fall back to as well.
+        d.sys = clone_tree("/sys", true);
+        set_attr(d.sys.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, MOUNT_ATTR_RDONLY, "/sys");
+    }
+    for (const char* name : kDevices) {
+        std::string host = std::string("/dev/") + name;
+        d.devices.emplace_back(name, clone_tree(host, false));
+    }
+    d.binds = parent_binds.empty() ? open_bind_sources(spec.binds) : std::move(parent_binds);
+    return d;
+}
+
+// overlayfs splits its options on ',' and layer lists on ':'; both are escaped with '\\'.
+std::string escape_layer(const std::string& path) {
+    std::string out;
+    for (char c : path) {
+        if (c == ',' || c == ':' || c == '\\') out += '\\';
+        out += c;
+    }
+    return out;
+}
+
+void enter_overlay_root(const HostSide& host) {
+    UniqueFd fs(::fsopen("overlay", FSOPEN_CLOEXEC));
+    if (!fs) throw_errno("cannot open filesystem context", "overlay", "overlayfs must be available (modprobe overlay)");
+    auto set = [&](const char* key, const std::string& value) {
+        if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, key, escape_layer(value).c_str(), 0) != 0)
+            throw_errno("cannot configure overlay", std::string(key) + "=" + value);
+    };
+    set("lowerdir", host.lower);
+    set("upperdir", host.upper);
+    set("workdir", host.work);
+    // In a user namespace the trusted.* xattrs overlayfs keeps its metadata in are unavailable.
+    if (::fsconfig(fs.get(), FSCONFIG_SET_FLAG, "userxattr", nullptr, 0) != 0)
+        throw_errno("cannot configure overlay", "userxattr", "overlayfs in a user namespace needs Linux 5.11 or later");
+    if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0)
+        throw_errno("cannot create overlay root", host.upper,
+                    "the layers must be on a filesystem overlayfs supports as upper (not overlayfs itself); see 'hutch doctor'");
+    UniqueFd root(::fsmount(fs.get(), FSMOUNT_CLOEXEC, 0));
+    if (!root) throw_errno("cannot mount overlay root", host.upper);
+    if (::move_mount(root.get(), "", AT_FDCWD, host.target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        throw_errno("cannot attach overlay root", host.target);
+    // pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it, and
+    // with it every host path.
+    if (::fchdir(root.get()) != 0) throw_errno("cannot enter overlay root");
+    if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("cannot pivot_root into the sandbox root");
+    if (::umount2(".", MNT_DETACH) != 0) throw_errno("cannot detach the host root");
+    if (::chdir("/") != 0) throw_errno("cannot chdir", "/");
+}
+
+void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped) {
+    ensure_mountpoint("/proc", true);
+    attach(detached.proc.get(), "/proc");
+    ensure_mountpoint("/dev", true);
+    setup_dev(detached, tty_gid_mapped, spec.process.tty);
+    ensure_mountpoint("/sys", true);
+    attach(detached.sys.get(), "/sys");
+    for (const auto& p : masked_paths()) mask(p);
+    for (const auto& p : readonly_paths()) make_readonly(p);
+    for (size_t i = 0; i < spec.binds.size(); ++i) {
+        const auto& b = spec.binds[i];
+        ensure_mountpoint(b.destination, is_dir_fd(detached.binds[i].get()));
+        attach(detached.binds[i].get(), b.destination);
+    }
+    for (const auto& t : spec.tmpfs) {
+        ensure_mountpoint(t.destination, true);
+        std::string opts = "mode=1777";
+        if (!t.options.empty()) opts += "," + t.options;
+        mount_tmpfs(t.destination, MS_NOSUID | MS_NODEV, opts);
+    }
+}
+
+void finish(const SandboxSpec& spec) {
+    if (spec.read_only_root) set_attr(AT_FDCWD, "/", 0, MOUNT_ATTR_RDONLY, "/");
+}
+
+}  // namespace hutch::mounts

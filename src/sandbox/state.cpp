@@ -1,0 +1,239 @@
+#include "hutch/sandbox/state.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "hutch/core/error.hpp"
+#include "hutch/core/fs.hpp"
+#include "hutch/sandbox/idmap.hpp"
+
+namespace hutch {
+
+// JSON forms of the spec (nlohmann's ADL hooks).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(IdRange, inside, outside, count)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(IdMap, uids, gids, use_helpers, deny_setgroups)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(BindMount, source, destination, read_only)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TmpfsMount, destination, options)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Rlimit, resource, soft, hard)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ProcessSpec, argv, env, cwd, user, tty, stdin_open, cap_add,
+                                                cap_drop, rlimits)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SandboxSpec, name, hostname, rootfs, read_only_root, binds, tmpfs,
+                                                idmap, seccomp_profile, process, timeout, persistent)
+
+namespace state {
+
+void validate_name(const std::string& name) {
+    auto ok_first = [](char c) { return std::isalnum(static_cast<unsigned char>(c)); };
+    auto ok = [&](char c) { return ok_first(c) || c == '_' || c == '.' || c == '-'; };
+    bool valid = !name.empty() && name.size() <= 128 && ok_first(name[0]);
+    for (char c : name) valid = valid && ok(c);
+    if (!valid)
+        fail("invalid sandbox name", "'" + name + "'",
+             "use letters, digits, '_', '.' and '-', starting with a letter or digit");
+}
+
+std::string random_name() {
+    std::random_device rd;
+    static const char hex[] = "0123456789abcdef";
+    std::string s;
+    for (int i = 0; i < 12; ++i) s += hex[rd() % 16];
+    return s;
+}
+
+static std::string dir_of(const Paths& paths, const std::string& name) {
+    return paths.sandboxes_storage() + "/" + name;
+}
+
+static std::string config_path(const Paths& paths, const std::string& name) {
+    return dir_of(paths, name) + "/config.json";
+}
+
+static std::string live_path(const Paths& paths, const std::string& name) {
+    return paths.sandboxes_state() + "/" + name + ".json";
+}
+
+// Creators hold this shared, the sweeper exclusive: a directory being set up is never swept.
+static std::string sweep_lock_path(const Paths& paths) { return paths.sandboxes_storage() + "/.sweep.lock"; }
+
+Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_uid, gid_t owner_gid) {
+    validate_name(name);
+    FileLock guard = FileLock::acquire(sweep_lock_path(paths), FileLock::Mode::Shared);
+    Scratch s;
+    s.dir = dir_of(paths, name);
+    if (::mkdir(s.dir.c_str(), 0700) != 0) {
+        if (errno == EEXIST)
+            fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
+        throw_errno("cannot create sandbox directory", s.dir);
+    }
+    try {
+        s.lock = FileLock::acquire(s.dir + "/lock");
+        for (const std::string& d : {s.upper(), s.work(), s.root()}) {
+            if (::mkdir(d.c_str(), 0700) != 0) throw_errno("cannot create directory", d);
+            if (d != s.root() && ::chown(d.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", d);
+        }
+        // The sandbox's root (another uid when hutch runs as root) must reach its layers.
+        if (::geteuid() == 0 && ::chown(s.dir.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", s.dir);
+    } catch (...) {
+        fs::remove_tree(s.dir);
+        throw;
+    }
+    return s;
+}
+
+Scratch open_scratch(const Paths& paths, const std::string& name) {
+    Scratch s;
+    s.dir = dir_of(paths, name);
+    s.lock = FileLock::try_acquire(s.dir + "/lock");
+    if (!s.lock) fail("sandbox is running", name, "stop it first: hutch stop " + name);
+    return s;
+}
+
+void empty_layers(int upper_fd, int work_fd) {
+    for (int fd : {upper_fd, work_fd}) {
+        int dir = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir < 0) continue;
+        try {
+            fs::remove_contents(dir, "sandbox layer");
+        } catch (const Error&) {
+            // Whatever is left is removed by the front end or the next sweep.
+        }
+        ::close(dir);
+    }
+}
+
+// The usual case after a run: the init emptied the layers, so the known skeleton goes with a few
+// unlink/rmdir calls and no directory listing.
+static bool remove_empty_skeleton(const std::string& dir) {
+    for (const char* sub : {"/upper", "/work/work", "/work", "/root"})
+        if (::rmdir((dir + sub).c_str()) != 0 && errno != ENOENT) return false;
+    ::unlink((dir + "/lock").c_str());
+    return ::rmdir(dir.c_str()) == 0;
+}
+
+void remove_scratch(const std::string& dir, const IdMap& map) {
+    if (remove_empty_skeleton(dir)) return;
+    try {
+        fs::remove_tree(dir);
+        return;
+    } catch (const Error& e) {
+        if (::geteuid() == 0 || (e.error_number() != EACCES && e.error_number() != EPERM)) throw;
+    }
+    // Files owned by subordinate ids: only the sandbox's root can remove them.
+    int rc = idmap::run_as_sandbox_root(map, [&] {
+        try {
+            UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (fd) fs::remove_contents(fd.get(), dir);
+            return 0;
+        } catch (const Error&) {
+            return 1;
+        }
+    });
+    if (rc != 0) fail("cannot remove sandbox files", dir, "remove them with 'podman unshare rm -rf' or as root");
+    fs::remove_tree(dir);
+}
+
+void sweep(const Paths& paths, const IdMap& map) {
+    FileLock guard = FileLock::try_acquire(sweep_lock_path(paths), FileLock::Mode::Exclusive);
+    if (!guard) return;
+    DIR* d = ::opendir(paths.sandboxes_storage().c_str());
+    if (!d) return;
+    std::vector<std::string> stale;
+    while (struct dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name[0] == '.' || e->d_type != DT_DIR) continue;
+        std::string dir = dir_of(paths, name);
+        if (fs::exists(dir + "/config.json")) continue;  // persistent: removed only by 'hutch rm'
+        FileLock l = FileLock::try_acquire(dir + "/lock");
+        if (l) stale.push_back(dir);
+    }
+    ::closedir(d);
+    for (const auto& dir : stale) {
+        try {
+            remove_scratch(dir, map);
+        } catch (const Error&) {
+            // A sweep is best effort; the next one tries again.
+        }
+    }
+}
+
+void save_config(const Paths& paths, const SandboxSpec& spec) {
+    fs::write_file_atomic(config_path(paths, spec.name), spec_to_json(spec, 2) + "\n");
+}
+
+SandboxSpec load_config(const Paths& paths, const std::string& name) {
+    validate_name(name);
+    std::string path = config_path(paths, name);
+    if (!fs::exists(path)) fail("no such sandbox", name, "see 'hutch ps'");
+    return spec_from_json(fs::read_file(path), path);
+}
+
+bool exists(const Paths& paths, const std::string& name) { return fs::exists(dir_of(paths, name)); }
+
+std::vector<std::string> list(const Paths& paths) {
+    std::vector<std::string> out;
+    DIR* d = ::opendir(paths.sandboxes_storage().c_str());
+    if (!d) return out;
+    while (struct dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name[0] != '.' && fs::exists(config_path(paths, name))) out.push_back(name);
+    }
+    ::closedir(d);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+unsigned long long process_start_time(pid_t pid) {
+    std::string stat;
+    try {
+        stat = fs::read_file("/proc/" + std::to_string(pid) + "/stat");
+    } catch (const Error&) {
+        return 0;
+    }
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    size_t pos = stat.rfind(')');
+    if (pos == std::string::npos) return 0;
+    std::istringstream in(stat.substr(pos + 2));
+    std::string field;
+    for (int i = 3; i <= 22 && in >> field; ++i)
+        if (i == 22) return std::stoull(field);
+    return 0;
+}
+
+void save_live(const Paths& paths, const std::string& name, const Live& live) {
+    nlohmann::json j{{"pid", live.pid}, {"start_time", live.start_time}};
+    fs::write_file_atomic(live_path(paths, name), j.dump() + "\n");
+}
+
+std::optional<Live> load_live(const Paths& paths, const std::string& name) {
+    // The lock is the truth: held means the init is alive.
+    if (FileLock::try_acquire(dir_of(paths, name) + "/lock")) return std::nullopt;
+    try {
+        auto j = nlohmann::json::parse(fs::read_file(live_path(paths, name)));
+        Live l{j.at("pid").get<pid_t>(), j.at("start_time").get<unsigned long long>()};
+        if (l.pid <= 0 || process_start_time(l.pid) != l.start_time) return std::nullopt;
+        return l;
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+}
+
+void remove_live(const Paths& paths, const std::string& name) { ::unlink(live_path(paths, name).c_str()); }
+
+std::string spec_to_json(const SandboxSpec& spec, int indent) { return nlohmann::json(spec).dump(indent); }
+
+SandboxSpec spec_from_json(const std::string& text, const std::string& source) {
+    try {
+        return nlohmann::json::parse(text).get<SandboxSpec>();
+    } catch (const nlohmann::json::exception& e) {
+        fail("corrupt sandbox config", source, e.what());
+    }
+}
+
+}  // namespace state
+}  // namespace hutch

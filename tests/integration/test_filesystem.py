@@ -1,0 +1,97 @@
+"""The sandbox's filesystem: a throwaway layer over the base, binds, --read-only and --tmpfs."""
+import os
+import uuid
+from pathlib import Path
+
+from conftest import ROOTFS_SRC
+from hutchlib import ok
+
+
+def test_writes_never_reach_the_base(h):
+    tag = uuid.uuid4().hex[:12]
+    script = (f"echo x > /top-{tag} && mkdir /dir-{tag} && echo y > /etc/etc-{tag} && echo z >> /etc/passwd && "
+              f"rm /etc/hostname && rm -r /usr && echo DONE")
+    cp = ok(h.sh(script))
+    assert "DONE" in cp.stdout
+    for tree in (h.root / "base" / "busybox", Path(h.world.rootfs), Path(ROOTFS_SRC)):
+        assert tree.is_dir(), tree
+        assert not (tree / f"top-{tag}").exists(), f"write reached {tree}"
+        assert not (tree / f"dir-{tag}").exists(), f"mkdir reached {tree}"
+        assert not (tree / "etc" / f"etc-{tag}").exists(), f"write reached {tree}/etc"
+        assert (tree / "etc" / "hostname").exists(), f"rm reached {tree}/etc"
+        assert (tree / "usr" / "bin").is_dir(), f"rm -r reached {tree}/usr"
+        assert "z" not in (tree / "etc" / "passwd").read_text().split(), f"append reached {tree}/etc/passwd"
+    # The next sandbox starts from the untouched base again.
+    cp = ok(h.sh(f"ls /; test -e /top-{tag} && echo LEAKED; test -e /etc/hostname && echo HAVE-HOSTNAME; "
+                 "tail -n 1 /etc/passwd"))
+    assert "LEAKED" not in cp.stdout and "HAVE-HOSTNAME" in cp.stdout, cp.stdout
+    assert cp.stdout.strip().endswith("nobody:x:65534:65534:nobody:/nonexistent:/bin/false"), cp.stdout
+    assert h.sandbox_dirs() == []
+
+
+def test_read_only_bind(h):
+    d = h.host_dir("ro", {"f": "host data\n"})
+    before = sorted(os.listdir(d))
+    script = ("cat /data/f; "
+              "if echo more >> /data/f; then echo WROTE; else echo REFUSED-APPEND; fi; "
+              "if touch /data/new; then echo CREATED; else echo REFUSED-CREATE; fi; "
+              "grep ' /data ' /proc/self/mountinfo")
+    cp = ok(h.sh("exec 2>&1; " + script, "-v", f"{d}:/data:ro"))
+    assert "host data" in cp.stdout, cp.stdout
+    assert "REFUSED-APPEND" in cp.stdout and "REFUSED-CREATE" in cp.stdout, cp.stdout
+    assert "Read-only file system" in cp.stdout, cp.stdout
+    assert (d / "f").read_text() == "host data\n"
+    assert sorted(os.listdir(d)) == before
+
+
+def test_read_write_bind(h):
+    d = h.host_dir("rw", {"in": "from host\n"})
+    cp = ok(h.sh("cat /data/in; echo from sandbox > /data/out; mkdir /data/sub; echo deep > /data/sub/f; echo OK",
+                 "-v", f"{d}:/data"))
+    assert "from host" in cp.stdout and "OK" in cp.stdout, cp.stdout
+    assert (d / "out").read_text() == "from sandbox\n"
+    assert (d / "sub" / "f").read_text() == "deep\n"
+    # Files the sandbox's root makes belong to the sandbox's root on the host.
+    assert (d / "out").stat().st_uid == h.mode.sandbox_root_uid
+
+
+def test_explicit_rw_bind_and_file_bind(h):
+    d = h.host_dir("rw2", {"conf": "setting=1\n"})
+    cp = ok(h.sh("cat /etc/app.conf; echo x > /w/new && echo WROTE",
+                 "-v", f"{d / 'conf'}:/etc/app.conf:ro", "-v", f"{d}:/w:rw"))
+    assert "setting=1" in cp.stdout and "WROTE" in cp.stdout, cp.stdout
+    assert (d / "new").read_text() == "x\n"
+
+
+def test_bind_into_missing_directory(h):
+    d = h.host_dir("deep", {"f": "deep bind\n"})
+    cp = ok(h("run", "-v", f"{d}:/a/b/c:ro", "--", "cat", "/a/b/c/f"))
+    assert cp.stdout == "deep bind\n"
+    # The mount point was made in the sandbox's layer, not in the base.
+    assert not (h.root / "base" / "busybox" / "a").exists()
+
+
+def test_read_only_root_with_tmpfs(h):
+    script = ("if touch /x; then echo CREATED-ROOT; fi; "
+              "if touch /tmp/x; then echo CREATED-TMP; fi; "
+              "touch /scratch/y && echo > /scratch/z && echo SCRATCH-OK; "
+              "grep ' /scratch ' /proc/self/mountinfo")
+    cp = ok(h.sh("exec 2>&1; " + script, "--read-only", "--tmpfs", "/scratch"))
+    assert "CREATED-ROOT" not in cp.stdout and "CREATED-TMP" not in cp.stdout, cp.stdout
+    assert "Read-only file system" in cp.stdout, cp.stdout
+    assert "SCRATCH-OK" in cp.stdout, cp.stdout
+    assert " - tmpfs " in cp.stdout, cp.stdout
+
+
+def test_tmpfs_without_read_only(h):
+    cp = ok(h.sh("echo hi > /cache/f && cat /cache/f; grep ' /cache ' /proc/self/mountinfo", "--tmpfs", "/cache"))
+    assert cp.stdout.startswith("hi\n") and " - tmpfs " in cp.stdout, cp.stdout
+
+
+def test_layer_is_removed_after_run(h):
+    cp = ok(h.sh("dd if=/dev/zero of=/big bs=1024 count=256 2>/dev/null; mkdir -p /a/b/c; touch /a/b/c/d; "
+                 "chmod 000 /a/b; echo DONE", "--name", "layered"))
+    assert "DONE" in cp.stdout
+    assert not (h.root / "sandboxes" / "layered").exists()
+    assert h.sandbox_dirs() == []
+    assert h.state_files() == []

@@ -1,0 +1,119 @@
+"""What a sandbox can see of the host: processes, hostname, network, ids and paths."""
+import os
+import re
+import socket
+import uuid
+
+import pytest
+
+from hutchlib import ok, parse_idmap
+
+
+def test_pid1_is_hutch_init(h):
+    cp = ok(h.sh("cat /proc/1/comm; echo $$"))
+    comm, mypid = cp.stdout.split()
+    assert comm == "hutch-init", cp.stdout
+    # The command is init's first child: pid 2 of a fresh pid namespace.
+    assert mypid == "2", cp.stdout
+
+
+def test_no_host_process_visible(h):
+    me = os.getpid()
+    script = (
+        "ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '; echo; "
+        f"if test -e /proc/{me}; then echo SEEN-HOST-PID; fi; "
+        "ps -o pid,comm"
+    )
+    cp = ok(h.sh(script))
+    lines = cp.stdout.splitlines()
+    pids = [int(p) for p in lines[0].split()]
+    assert pids and max(pids) < 20, f"unexpected pids inside: {pids}"
+    assert 1 in pids
+    assert "SEEN-HOST-PID" not in cp.stdout, f"the test's own pid {me} is visible inside"
+    ps = [line.split(None, 1) for line in lines[2:] if line.strip()]
+    comms = {int(p): c.strip() for p, c in ps}
+    assert comms.get(1) == "hutch-init", cp.stdout
+    # Only the sandbox's own processes: its init, the shell and ps itself.
+    assert set(comms.values()) <= {"hutch-init", "sh", "ps"}, cp.stdout
+    assert len(comms) <= 3, cp.stdout
+
+
+def test_hostname_flag(h):
+    cp = ok(h.sh("hostname; cat /proc/sys/kernel/hostname; uname -n", "--hostname", "hutch-test-host"))
+    assert cp.stdout.split() == ["hutch-test-host"] * 3
+
+
+def test_hostname_defaults_to_name(h):
+    cp = ok(h.sh("hostname; echo $HOSTNAME", "--name", "box-42.a_b"))
+    assert cp.stdout.split() == ["box-42.a_b"] * 2
+
+
+def test_hostname_default_is_generated_name(h):
+    cp = ok(h("run", "--", "hostname"))
+    name = cp.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{12}", name), f"expected a generated 12-hex-digit name, got {name!r}"
+    assert name != socket.gethostname()
+
+
+def test_only_loopback(h):
+    cp = ok(h.sh("ls /sys/class/net; echo --; tail -n +3 /proc/net/dev | cut -d: -f1; echo --; "
+                 "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags"))
+    sysfs, procnet, lo = cp.stdout.split("--\n")
+    assert sysfs.split() == ["lo"], cp.stdout
+    assert procnet.split() == ["lo"], cp.stdout
+    # lo is up (IFF_UP is bit 0 of the flags).
+    assert int(lo.split()[1], 16) & 1, cp.stdout
+
+
+def _has_hutch_range():
+    try:
+        return any(line.split(":")[0] == "hutch" for line in open("/etc/subuid"))
+    except OSError:
+        return False
+
+
+def test_uid_and_gid_map(h):
+    cp = ok(h.sh("cat /proc/self/uid_map; echo --; cat /proc/self/gid_map; echo --; cat /proc/self/setgroups"))
+    uid_map, gid_map, setgroups = cp.stdout.split("--\n")
+    assert parse_idmap(uid_map) == h.mode.uid_map, cp.stdout
+    assert parse_idmap(gid_map) == h.mode.gid_map, cp.stdout
+    if h.mode.name == "root" and not _has_hutch_range():
+        assert parse_idmap(uid_map) == [(0, 1000000000, 65536)], cp.stdout
+    if h.mode.name == "subuid" and h.mode.switch:
+        # tools/test-users.sh gives hutch-t-sub exactly 300000:65536.
+        assert parse_idmap(uid_map) == [(0, h.mode.uid, 1), (1, 300000, 65536)], cp.stdout
+        assert parse_idmap(gid_map) == [(0, h.mode.gid, 1), (1, 300000, 65536)], cp.stdout
+    if h.mode.name == "solo":
+        assert parse_idmap(uid_map) == [(0, h.mode.uid, 1)]
+        # Without newgidmap a user namespace may not call setgroups.
+        assert setgroups.strip() == "deny", cp.stdout
+
+
+def test_root_idrange_override(h):
+    if h.mode.name != "root":
+        pytest.skip("HUTCH_ROOT_IDRANGE only applies to hutch run by root")
+    cp = ok(h.sh("cat /proc/self/uid_map; cat /proc/self/gid_map", env={"HUTCH_ROOT_IDRANGE": "1500000000:65536"}))
+    assert parse_idmap(cp.stdout) == [(0, 1500000000, 65536)] * 2, cp.stdout
+
+
+def test_host_paths_invisible(h):
+    marker = h.work / f"marker-{uuid.uuid4().hex}"
+    marker.write_text("host secret\n")
+    probes = [str(marker), str(h.work), str(h.root), str(h.world.dir), "/work", "/work/main",
+              "/home/hutch-t-sub", "/root/.bashrc"]
+    script = "".join(f"if test -e '{p}'; then echo 'VISIBLE {p}'; fi; " for p in probes)
+    script += f"ls -a /tmp; grep -rl 'host secret' /tmp /home /root /run /var 2>/dev/null; true"
+    cp = ok(h.sh(script))
+    assert "VISIBLE" not in cp.stdout, cp.stdout
+    assert marker.name not in cp.stdout, cp.stdout
+    assert "host secret" not in cp.stdout
+
+
+def test_root_is_the_base_tree(h):
+    # / is the busybox base: its /etc/passwd, and a busybox userland.
+    cp = ok(h.sh("cat /etc/passwd; readlink -f /bin/sh; ls /"))
+    assert cp.stdout.startswith("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:")
+    assert "/bin/busybox" in cp.stdout
+    host_only = {"boot", "lib64", "srv", "opt", "mnt"} - set(os.listdir(h.world.rootfs))
+    inside = set(cp.stdout.split())
+    assert not (host_only & inside), f"host directories inside: {host_only & inside}"

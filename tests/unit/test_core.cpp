@@ -1,0 +1,129 @@
+// Unit tests of the plain-data pieces: errors, durations, sizes, users, names, the spec's JSON form.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "hutch/core/duration.hpp"
+#include "hutch/core/error.hpp"
+#include "hutch/core/fs.hpp"
+#include "hutch/core/lock.hpp"
+#include "hutch/sandbox/state.hpp"
+#include "hutch/sandbox/user.hpp"
+
+using namespace hutch;
+
+TEST_CASE("errors read 'what: where: errno (hint)'") {
+    Error e("cannot open", "/x/y", ENOENT, "create it first");
+    CHECK(std::string(e.what()) == "cannot open: /x/y: No such file or directory (create it first)");
+    CHECK(e.exit_code() == 125);
+    CHECK(std::string(Error("bad flag").what()) == "bad flag");
+}
+
+TEST_CASE("durations and sizes") {
+    CHECK(parse_duration("30", "--timeout") == doctest::Approx(30));
+    CHECK(parse_duration("250ms", "--timeout") == doctest::Approx(0.25));
+    CHECK(parse_duration("2m", "--timeout") == doctest::Approx(120));
+    CHECK(parse_duration("1.5h", "--timeout") == doctest::Approx(5400));
+    CHECK_THROWS_AS(parse_duration("soon", "--timeout"), Error);
+    CHECK_THROWS_AS(parse_duration("5parsecs", "--timeout"), Error);
+    CHECK_THROWS_AS(parse_duration("-1s", "--timeout"), Error);
+    CHECK(parse_size("64m", "--memory") == 64ULL << 20);
+    CHECK(parse_size("1g", "--memory") == 1ULL << 30);
+    CHECK(parse_size("512", "--memory") == 512);
+    CHECK_THROWS_AS(parse_size("12q", "--memory"), Error);
+}
+
+TEST_CASE("users resolve against the sandbox's own passwd and group") {
+    const std::string passwd =
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "app:x:1000:1001:App:/home/app:/bin/sh\n"
+        "# comment\n"
+        "broken line\n";
+    const std::string group = "root:x:0:\nstaff:x:50:app,other\napp:x:1001:\nwheel:x:10:other\n";
+    auto root = user::resolve("", passwd, group);
+    CHECK(root.uid == 0);
+    CHECK(root.home == "/root");
+    auto app = user::resolve("app", passwd, group);
+    CHECK(app.uid == 1000);
+    CHECK(app.gid == 1001);
+    CHECK(app.home == "/home/app");
+    REQUIRE(app.groups.size() == 1);
+    CHECK(app.groups[0] == 50);
+    auto numeric = user::resolve("1000:50", passwd, group);
+    CHECK(numeric.uid == 1000);
+    CHECK(numeric.gid == 50);
+    CHECK(numeric.groups.empty());
+    auto by_name = user::resolve("app:wheel", passwd, group);
+    CHECK(by_name.gid == 10);
+    auto unknown_uid = user::resolve("4242", passwd, group);
+    CHECK(unknown_uid.uid == 4242);
+    CHECK(unknown_uid.home == "/");
+    CHECK_THROWS_WITH_AS(user::resolve("nosuchuser", passwd, group), doctest::Contains("unknown user"), Error);
+    CHECK_THROWS_WITH_AS(user::resolve("app:nosuchgroup", passwd, group), doctest::Contains("unknown group"), Error);
+    CHECK_THROWS_AS(user::resolve("99999999999", passwd, group), Error);
+}
+
+TEST_CASE("sandbox names follow docker's rules") {
+    CHECK_NOTHROW(state::validate_name("agent-1.work_2"));
+    CHECK_THROWS_AS(state::validate_name(""), Error);
+    CHECK_THROWS_AS(state::validate_name("-x"), Error);
+    CHECK_THROWS_AS(state::validate_name("a/b"), Error);
+    CHECK_THROWS_AS(state::validate_name("../x"), Error);
+    CHECK_THROWS_AS(state::validate_name(std::string(129, 'a')), Error);
+    CHECK(state::random_name().size() == 12);
+    CHECK(state::random_name() != state::random_name());
+}
+
+TEST_CASE("the spec survives its JSON form, and corrupt JSON is an error") {
+    SandboxSpec s;
+    s.name = "box";
+    s.rootfs = "/r";
+    s.binds.push_back({"/a", "/b", true});
+    s.idmap.uids.push_back({0, 1000, 1});
+    s.process.argv = {"sh", "-c", "echo hi"};
+    s.process.rlimits.push_back({7, 100, 200});
+    SandboxSpec back = state::spec_from_json(state::spec_to_json(s), "test");
+    CHECK(back.name == "box");
+    CHECK(back.binds.at(0).read_only);
+    CHECK(back.idmap.uids.at(0).outside == 1000);
+    CHECK(back.process.argv.at(2) == "echo hi");
+    CHECK(back.process.rlimits.at(0).hard == 200);
+    CHECK_THROWS_WITH_AS(state::spec_from_json("{not json", "/x/config.json"),
+                         doctest::Contains("/x/config.json"), Error);
+}
+
+TEST_CASE("remove_tree removes what a sandbox could leave, without following symlinks") {
+    char tmpl[] = "/tmp/hutch-unit-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    std::string dir = tmpl;
+    std::string outside = dir + "-outside";
+    REQUIRE(::mkdir(outside.c_str(), 0700) == 0);
+    fs::write_file_atomic(outside + "/keep", "x");
+    REQUIRE(fs::make_dirs(dir + "/a/b/c"));
+    fs::write_file_atomic(dir + "/a/b/c/f", "data");
+    REQUIRE(::symlink(outside.c_str(), (dir + "/a/link").c_str()) == 0);
+    REQUIRE(::chmod((dir + "/a/b").c_str(), 0) == 0);  // a directory the sandbox locked
+    fs::remove_tree(dir);
+    CHECK_FALSE(fs::exists(dir));
+    CHECK(fs::exists(outside + "/keep"));
+    fs::remove_tree(outside);
+    CHECK_NOTHROW(fs::remove_tree(dir));  // missing is fine
+}
+
+TEST_CASE("file locks exclude each other and die with their holder") {
+    char tmpl[] = "/tmp/hutch-lock-XXXXXX";
+    int fd = ::mkstemp(tmpl);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    {
+        FileLock a = FileLock::acquire(tmpl);
+        CHECK(static_cast<bool>(a));
+        FileLock b = FileLock::try_acquire(tmpl);
+        CHECK_FALSE(static_cast<bool>(b));
+    }
+    FileLock c = FileLock::try_acquire(tmpl);
+    CHECK(static_cast<bool>(c));
+    ::unlink(tmpl);
+}

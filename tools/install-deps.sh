@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs everything hutch needs to build, run and test on Debian 12, from Debian's own packages.
+# Idempotent: a second run only confirms the packages are there.
+set -eu
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tools/install-deps.sh: must run as root (it calls apt-get); try: sudo $0" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+packages="
+    build-essential meson ninja-build pkg-config
+    libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libarchive-dev
+    libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev libcli11-dev libssl-dev
+    busybox-static uidmap procps iproute2 util-linux
+    python3 python3-pytest
+    crun bubblewrap hyperfine
+"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing
+fi
