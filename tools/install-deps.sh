@@ -3,7 +3,8 @@
 # Idempotent: a second run only confirms the packages are there.
 set -eu
 if [ "$(id -u)" -ne 0 ]; then
-    echo "tools/install-deps.sh: must run as root (it calls apt-get); try: sudo $0" >&2
+    if command -v sudo >/dev/null 2>&1; then exec sudo "$0" "$@"; fi
+    echo "tools/install-deps.sh: must run as root (it calls apt-get); try: su -c $0" >&2
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive

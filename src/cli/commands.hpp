@@ -50,6 +50,15 @@ int stop(const GlobalOptions& g, const std::vector<std::string>& names, double g
 int rm(const GlobalOptions& g, const std::vector<std::string>& names, bool force);
 int inspect(const GlobalOptions& g, const std::vector<std::string>& names);
 
+// The image store (src/cli/images.cpp). Pulling, loading, saving and logging in are done by the
+// hutch-image executable, which main() execs for those commands.
+int images(const GlobalOptions& g, const std::string& format, bool quiet);
+int image_inspect(const GlobalOptions& g, const std::vector<std::string>& refs);
+int rmi(const GlobalOptions& g, const std::vector<std::string>& refs, bool force);
+int image_prune(const GlobalOptions& g);
+int system_df(const GlobalOptions& g, const std::string& format);
+int tag(const GlobalOptions& g, const std::string& source, const std::string& target);
+
 Paths prepare_paths(const GlobalOptions& g);
 
 }  // namespace hutch::cli

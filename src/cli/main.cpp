@@ -1,7 +1,12 @@
 // hutch's command line: parses flags into plain structs and hands them to the commands.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 
 #include "commands.hpp"
@@ -48,9 +53,39 @@ void add_sandbox_options(CLI::App* app, SandboxOptions& o) {
     app->prefix_command();
 }
 
+// Commands that move image data run in hutch-image (it links libcurl and libarchive, which
+// `hutch run` must not pay for). Returns the index of the subcommand word in argv, or 0.
+int subcommand_index(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--root" || a == "--log-level") {
+            ++i;
+            continue;
+        }
+        if (a.rfind("--", 0) == 0 || a == "-h") continue;
+        return i;
+    }
+    return 0;
+}
+
+[[noreturn]] void exec_image_helper(char** argv) {
+    const char* env = std::getenv("HUTCH_IMAGE_HELPER");
+    std::string helper = env && *env ? env : HUTCH_IMAGE_HELPER;
+    argv[0] = const_cast<char*>(helper.c_str());
+    ::execv(helper.c_str(), argv);
+    std::fprintf(stderr, "hutch: cannot run the image helper: %s: %s (rebuild hutch, or set HUTCH_IMAGE_HELPER)\n",
+                 helper.c_str(), std::strerror(errno));
+    std::exit(hutch::kExitHutchError);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (int sub = subcommand_index(argc, argv)) {
+        std::string word = argv[sub];
+        if (word == "pull" || word == "load" || word == "save" || word == "login" || word == "logout")
+            exec_image_helper(argv);
+    }
     CLI::App app{"hutch: sandboxes for AI coding agents, rootless and daemonless"};
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string("hutch ") + HUTCH_VERSION);
@@ -95,6 +130,43 @@ int main(int argc, char** argv) {
     auto* inspect = app.add_subcommand("inspect", "Show sandboxes as JSON");
     std::vector<std::string> inspect_names;
     inspect->add_option("NAME", inspect_names, "Sandbox names")->required();
+
+    // Image store commands; pull, load, save, login and logout are listed for --help only
+    // (main() hands them to hutch-image before parsing).
+    for (const char* name : {"pull", "load", "save", "login", "logout"})
+        app.add_subcommand(name, std::string("Image transfer: see 'hutch ") + name + " --help'")->allow_extras();
+    std::string images_format = "table";
+    bool images_quiet = false;
+    auto add_images_options = [&](CLI::App* a) {
+        a->add_option("--format", images_format, "table or json")->check(CLI::IsMember({"table", "json"}));
+        a->add_flag("-q,--quiet", images_quiet, "Only show image ids");
+    };
+    auto* images = app.add_subcommand("images", "List images");
+    add_images_options(images);
+    auto* image = app.add_subcommand("image", "Manage images");
+    image->require_subcommand(1);
+    auto* image_ls = image->add_subcommand("ls", "List images");
+    add_images_options(image_ls);
+    std::vector<std::string> image_refs;
+    bool image_force = false;
+    auto* image_inspect = image->add_subcommand("inspect", "Show images as JSON");
+    image_inspect->add_option("IMAGE", image_refs, "Images")->required();
+    auto* image_rm = image->add_subcommand("rm", "Remove images");
+    image_rm->add_flag("-f,--force", image_force, "Remove the image even if it has other names");
+    image_rm->add_option("IMAGE", image_refs, "Images")->required();
+    auto* image_prune = image->add_subcommand("prune", "Remove layers and blobs no image uses");
+    auto* rmi = app.add_subcommand("rmi", "Remove images");
+    rmi->add_flag("-f,--force", image_force, "Remove the image even if it has other names");
+    rmi->add_option("IMAGE", image_refs, "Images")->required();
+    std::string tag_source, tag_target;
+    auto* tag = app.add_subcommand("tag", "Give an image another name: SOURCE TARGET");
+    tag->add_option("SOURCE", tag_source, "Existing image")->required();
+    tag->add_option("TARGET", tag_target, "New name")->required();
+    auto* system = app.add_subcommand("system", "Store-wide information");
+    system->require_subcommand(1);
+    std::string df_format = "table";
+    auto* df = system->add_subcommand("df", "Show disk usage of images, layers and blobs");
+    df->add_option("--format", df_format, "table or json")->check(CLI::IsMember({"table", "json"}));
 
     // CLI11 does not hand back what follows "--" to a prefix command, so split it off first:
     // everything after the first "--" is the command, verbatim.
@@ -161,6 +233,12 @@ int main(int argc, char** argv) {
         if (stop->parsed()) return hutch::cli::stop(g, stop_names, grace);
         if (rm->parsed()) return hutch::cli::rm(g, rm_names, force);
         if (inspect->parsed()) return hutch::cli::inspect(g, inspect_names);
+        if (images->parsed() || image_ls->parsed()) return hutch::cli::images(g, images_format, images_quiet);
+        if (image_inspect->parsed()) return hutch::cli::image_inspect(g, image_refs);
+        if (image_rm->parsed() || rmi->parsed()) return hutch::cli::rmi(g, image_refs, image_force);
+        if (image_prune->parsed()) return hutch::cli::image_prune(g);
+        if (tag->parsed()) return hutch::cli::tag(g, tag_source, tag_target);
+        if (df->parsed()) return hutch::cli::system_df(g, df_format);
     } catch (const hutch::Error& e) {
         std::fprintf(stderr, "hutch: %s\n", e.what());
         return e.exit_code();

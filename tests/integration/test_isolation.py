@@ -89,9 +89,8 @@ def test_uid_and_gid_map(h):
         assert setgroups.strip() == "deny", cp.stdout
 
 
-def test_root_idrange_override(h):
-    if h.mode.name != "root":
-        pytest.skip("HUTCH_ROOT_IDRANGE only applies to hutch run by root")
+def test_root_idrange_override(hroot):
+    h = hroot
     cp = ok(h.sh("cat /proc/self/uid_map; cat /proc/self/gid_map", env={"HUTCH_ROOT_IDRANGE": "1500000000:65536"}))
     assert parse_idmap(cp.stdout) == [(0, 1500000000, 65536)] * 2, cp.stdout
 

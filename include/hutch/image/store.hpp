@@ -1,0 +1,122 @@
+// The image store, shared by run, create and (later) the API server. Layout under <storage>:
+//   blobs/sha256/<hex>           content-addressed blobs (manifests, configs, compressed layers);
+//                                verified when written and whenever read as trusted
+//   layers/<hex of diff_id>/     one unpacked layer per diff_id, shared by every image using it;
+//                                whiteouts are overlayfs whiteouts (0:0 char devices, and the
+//                                user.overlay.opaque xattr) so layers stack as overlay lowerdirs
+//   images.json                  names and ids of images (atomic rewrite under images.lock)
+//   tmp/                         partial downloads and unpacks; swept when their owner is gone
+// Every write goes to tmp/ first and is renamed into place, so a killed pull or unpack leaves no
+// half layer and no dangling name. Per-blob and per-layer locks make two concurrent pulls of
+// images sharing layers download and unpack each layer once.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hutch/core/lock.hpp"
+#include "hutch/core/paths.hpp"
+#include "hutch/sandbox/spec.hpp"
+
+namespace hutch::image {
+
+// The parts of an image config (application/vnd.oci.image.config.v1+json) that hutch uses.
+struct Config {
+    std::string os, architecture, variant;
+    std::vector<std::string> entrypoint, cmd, env;
+    std::string working_dir, user;
+    std::vector<std::string> diff_ids;  // bottom → top
+    std::string created;
+    // Parses and validates (diff_ids must be sha256 digests); throws hutch::Error naming `source`.
+    static Config parse(const std::string& json, const std::string& source);
+};
+
+struct ImageRecord {
+    std::string id;               // the config digest
+    std::string manifest_digest;  // the platform manifest this image came from
+    std::vector<std::string> names;  // normalized references, e.g. docker.io/library/busybox:latest
+    std::vector<std::string> layers; // blob digests of the (compressed) layers, bottom → top
+    std::vector<std::string> diff_ids;
+    int64_t size = 0;             // sum of the compressed layer sizes
+    std::string created;
+};
+
+struct DiskUsage {
+    int64_t images = 0, image_bytes = 0;
+    int64_t layers = 0, layer_bytes = 0, unreferenced_layers = 0;
+    int64_t blobs = 0, blob_bytes = 0;
+};
+
+class Store {
+public:
+    explicit Store(const Paths& paths);
+
+    const std::string& root() const { return root_; }
+
+    // Blobs.
+    bool has_blob(const std::string& digest) const;
+    std::string blob_path(const std::string& digest) const;
+    // Reads a blob (at most max_bytes) and checks its digest; throws on mismatch.
+    std::string read_blob(const std::string& digest, size_t max_bytes = 16 << 20) const;
+
+    // Streams data into tmp/ while hashing; commit() checks digest and size, then renames into
+    // blobs/. Destroyed without commit, it removes its temp file.
+    class BlobWriter {
+    public:
+        BlobWriter(BlobWriter&&) noexcept;
+        BlobWriter& operator=(BlobWriter&&) noexcept;
+        ~BlobWriter();
+        void write(const void* data, size_t n);
+        int64_t written() const;
+        // expected_size < 0: unknown. Returns the digest.
+        std::string commit(const std::string& expected_digest, int64_t expected_size = -1);
+
+    private:
+        friend class Store;
+        BlobWriter();
+        struct Impl;
+        Impl* impl_;
+    };
+    BlobWriter begin_blob();
+    // Convenience for small blobs; returns the digest.
+    std::string put_blob(const std::string& bytes, const std::string& expected_digest = {});
+
+    // A lock held while a blob or layer is fetched or unpacked: the second of two concurrent
+    // pulls waits here and then finds the work done.
+    FileLock lock_blob(const std::string& digest) const;
+    FileLock lock_layer(const std::string& diff_id) const;
+
+    // Layers.
+    bool has_layer(const std::string& diff_id) const;
+    std::string layer_path(const std::string& diff_id) const;
+    // A fresh empty directory in tmp/ for unpacking, and the rename that publishes it.
+    std::string new_temp_dir(const std::string& purpose) const;
+    void publish_layer(const std::string& temp_dir, const std::string& diff_id);
+
+    // Images.
+    // Records an image whose config and layers are all present; `names` are added (and moved
+    // away from any image that had them).
+    ImageRecord add_image(const std::string& manifest_digest, const std::string& config_digest,
+                          const std::vector<std::string>& layer_digests, const std::vector<std::string>& names);
+    // By name ("busybox", "localhost:5000/x:1", normalized or familiar), full id, or id prefix (≥ 4 hex).
+    std::optional<ImageRecord> find(const std::string& name_or_id) const;
+    std::vector<ImageRecord> list() const;
+    Config config(const ImageRecord& image) const;
+    void tag(const std::string& source, const std::string& target);
+    // Removes a name; the image goes when its last name does (or at once with `force` / by id).
+    // Returns the ids of removed images.
+    std::vector<std::string> remove(const std::string& name_or_id, bool force);
+    // Deletes layers and blobs no image references, and stale tmp/ entries. Returns bytes freed.
+    int64_t prune();
+    DiskUsage disk_usage() const;
+
+    // The overlay lowerdir stack for an image: layer paths, top first. Throws if a layer is missing.
+    std::vector<std::string> lower_dirs(const ImageRecord& image) const;
+
+private:
+    std::string root_;
+};
+
+}  // namespace hutch::image

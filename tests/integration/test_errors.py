@@ -1,0 +1,114 @@
+"""Bad input: exit 125 and exactly one line on stderr, 'hutch: ...', naming the problem."""
+import pytest
+
+from hutchlib import assert_hutch_error
+
+
+def no_leftovers(h):
+    assert h.sandbox_dirs() == [], f"a failed run left {h.sandbox_dirs()}"
+    assert h.state_files() == []
+
+
+def test_missing_rootfs(h):
+    cp = h("run", "--rootfs", "/nonexistent/rootfs-dir", "--", "true")
+    assert_hutch_error(cp, "/nonexistent/rootfs-dir")
+    no_leftovers(h)
+
+
+def test_rootfs_dir(h):
+    # The positive case, so the error above is about the path and not the flag.
+    cp = h("run", "--rootfs", h.world.rootfs, "--", "cat", "/etc/hostname")
+    assert cp.returncode == 0, cp.stderr
+    assert h.sandbox_dirs() == []
+
+
+def test_bind_source_missing(h):
+    cp = h("run", "-v", "/nonexistent/bind-src:/mnt", "--", "true")
+    assert_hutch_error(cp, "/nonexistent/bind-src")
+    no_leftovers(h)
+
+
+def test_bind_source_unreadable(h):
+    if h.mode.name == "root":
+        pytest.skip("root can read every directory")
+    secret = h.world.secret
+    cp = h("run", "-v", f"{secret}:/mnt", "--", "cat", "/mnt/inside")
+    assert_hutch_error(cp, str(secret))
+    assert "secret" not in cp.stdout
+    no_leftovers(h)
+
+
+def test_bind_relative_source(h):
+    assert_hutch_error(h("run", "-v", "relative/dir:/mnt", "--", "true"), "relative/dir")
+    assert_hutch_error(h("run", "-v", f"{h.work}:/mnt:bogus", "--", "true"), "bogus")
+
+
+def test_unknown_user(h):
+    cp = h("run", "-u", "nosuchuser", "--", "true")
+    assert_hutch_error(cp, "nosuchuser")
+    cp = h("run", "-u", "0:nosuchgroup", "--", "true")
+    assert_hutch_error(cp, "nosuchgroup")
+    no_leftovers(h)
+
+
+def test_malformed_seccomp_profile(h):
+    bad = h.work / "profile.json"
+    bad.write_text("this is not json\n")
+    bad.chmod(0o644)
+    cp = h("run", "--security-opt", f"seccomp={bad}", "--", "true")
+    assert_hutch_error(cp, "seccomp")
+    no_leftovers(h)
+
+
+def test_unsupported_security_opt(h):
+    assert_hutch_error(h("run", "--security-opt", "apparmor=foo", "--", "true"), "apparmor=foo")
+
+
+def test_unknown_flag(h):
+    assert_hutch_error(h("run", "--bogus", "true"), "--bogus")
+    assert_hutch_error(h("run", "--bogus", "--", "true"), "--bogus")
+
+
+def test_unknown_subcommand(h):
+    assert_hutch_error(h("frobnicate"), "frobnicate")
+
+
+@pytest.mark.parametrize("value", ["nofile=abc", "nofile=200:100", "bogus=1", "nofile", "nofile=1:x"])
+def test_bad_ulimit(h, value):
+    cp = h("run", "--ulimit", value, "--", "true")
+    assert_hutch_error(cp, "ulimit")
+    no_leftovers(h)
+
+
+def test_ulimit_above_hard_limit(h):
+    cp = h("run", "--ulimit", "nofile=1:4294967295000", "--", "true")
+    assert_hutch_error(cp, "ulimit")
+
+
+@pytest.mark.parametrize("name", ["bad/name", ".hidden", "a b", "x" * 129, "-dash", "semi;colon"])
+def test_invalid_name(h, name):
+    cp = h("run", f"--name={name}", "--", "true")
+    assert_hutch_error(cp, "name")
+    no_leftovers(h)
+    cp = h("create", f"--name={name}")
+    assert_hutch_error(cp, "name")
+    no_leftovers(h)
+
+
+def test_bad_timeout(h):
+    assert_hutch_error(h("run", "--timeout", "soon", "--", "true"), "soon")
+
+
+def test_unknown_capability(h):
+    assert_hutch_error(h("run", "--cap-add", "NOT_A_CAP", "--", "true"), "NOT_A_CAP")
+    assert_hutch_error(h("run", "--cap-drop", "NOT_A_CAP", "--", "true"), "NOT_A_CAP")
+
+
+def test_bad_workdir(h):
+    assert_hutch_error(h("run", "-w", "relative", "--", "true"), "relative")
+
+
+def test_bad_env(h):
+    assert_hutch_error(h("run", "-e", "=value", "--", "true"), "=value")
+    assert_hutch_error(h("run", "--env-file", "/nonexistent/file.env", "--", "true"), "/nonexistent/file.env")
+

@@ -1,0 +1,63 @@
+"""Many sandboxes in a row leave nothing behind: no directory, state file, process or mount."""
+import os
+import time
+
+from hutchlib import describe, host_processes, mount_count, wait_until
+
+RUNS = 200
+
+
+def _ours(procs: dict, binary: str) -> dict:
+    """Processes of this test's hutch binary, or sandbox inits, among pid -> (comm, ..., cmdline)."""
+    return {pid: p for pid, p in procs.items()
+            if p[0] in ("hutch-init", "hutch") or binary in p[4]}
+
+
+def test_sequential_runs_leave_nothing(h1):
+    h = h1
+    assert h("run", "--", "true").returncode == 0  # makes the base copy
+    procs_before = host_processes()
+    mounts_before = mount_count()
+    t0 = time.monotonic()
+    failures = []
+    for i in range(RUNS):
+        cp = h("run", "--", "true", timeout=30)
+        if cp.returncode != 0:
+            failures.append(f"run {i}:" + describe(cp))
+            if len(failures) > 3:
+                break
+    elapsed = time.monotonic() - t0
+    assert not failures, "\n".join(failures)
+    assert h.sandbox_dirs() == [], f"sandbox directories left: {h.sandbox_dirs()}"
+    assert h.state_files() == [], f"state files left: {h.state_files()}"
+    assert os.listdir(h.root / "base") and sorted(n for n in os.listdir(h.root / "base") if not n.startswith(".")) \
+        == ["busybox", "busybox.source"], os.listdir(h.root / "base")
+    assert mount_count() == mounts_before, "the host's mount table changed"
+    def leftovers():
+        procs_after = host_processes()
+        new = {pid: p for pid, p in procs_after.items()
+               if pid not in procs_before or procs_before[pid][3] != p[3]}
+        return new, _ours(new, h.world.bin)
+
+    # Zombies are given a moment: an orphan is reaped by the host's pid 1, not by the test.
+    wait_until(lambda: not leftovers()[1], 10, interval=0.2)
+    new, left = leftovers()
+    running = {pid: p for pid, p in left.items() if p[1] != "Z"}
+    assert not running, f"processes left running: {running}"
+    assert not left, (f"{len(left)} unreaped processes (zombies, parent pid "
+                      f"{sorted({p[2] for p in left.values()})}) 10s after the last run; e.g. "
+                      f"{dict(list(left.items())[:3])}")
+    # Owned by the sandbox's ids on the host: nothing may run as them any more.
+    first, count = h.mode.uid_map[-1][1], h.mode.uid_map[-1][2]
+    if h.mode.name == "root":
+        stray = {}
+        for pid in new:
+            try:
+                uid = os.stat(f"/proc/{pid}").st_uid
+            except OSError:
+                continue
+            if first <= uid < first + count:
+                stray[pid] = new[pid]
+        assert not stray, f"processes of the sandbox range left behind: {stray}"
+    # Keep the suite quick: a run of `true` is a few tens of milliseconds.
+    assert elapsed / RUNS < 0.5, f"{RUNS} runs took {elapsed:.1f}s"

@@ -1,0 +1,177 @@
+"""Persistent sandboxes: create, exec, ps, inspect, stop, start, rm."""
+import json
+
+import pytest
+
+from hutchlib import (CAP_NET_RAW, DEFAULT_CAPS, alive, assert_hutch_error, caps_of, descendants, describe, ok,
+                      parse_status, proc_stat, wait_until)
+
+
+def create(h, name, *opts):
+    cp = ok(h("create", "--name", name, *opts))
+    assert cp.stdout == f"{name}\n", describe(cp)
+    return cp
+
+
+def inspect(h, name) -> dict:
+    cp = ok(h("inspect", name))
+    data = json.loads(cp.stdout)
+    assert isinstance(data, list) and len(data) == 1, cp.stdout
+    assert data[0]["name"] == name
+    return data[0]
+
+
+def ps_status(h) -> dict:
+    return {s["name"]: s["state"]["status"] for s in h.ps_json()}
+
+
+def sandbox_processes(pid: int) -> dict:
+    """The init and everything under it: pid -> (comm, state, ppid, starttime)."""
+    out = {}
+    for p in [pid] + descendants(pid):
+        st = proc_stat(p)
+        if st:
+            out[p] = st
+    return out
+
+
+def test_create_and_exec_share_the_layer(h):
+    create(h, "box")
+    assert (h.root / "sandboxes" / "box").is_dir()
+    ok(h("exec", "box", "--", "sh", "-c", "echo hello > /data.txt; mkdir -p /srv/x; echo deeper > /srv/x/y"))
+    cp = ok(h("exec", "box", "sh", "-c", "cat /data.txt /srv/x/y; hostname; cat /proc/1/comm"))
+    assert cp.stdout.split() == ["hello", "deeper", "box", "hutch-init"]
+    # An exec's environment, working directory and user.
+    cp = ok(h("exec", "-e", "X=1", "-w", "/srv", "box", "sh", "-c", 'echo "$X $(pwd) $(id -u)"'))
+    assert cp.stdout == "1 /srv 0\n"
+    # Exit codes of exec are the command's own.
+    assert h("exec", "box", "sh", "-c", "exit 3").returncode == 3
+    assert h("exec", "box", "no-such-command").returncode == 127
+    # Nothing of it reached the base.
+    assert not (h.root / "base" / "busybox" / "data.txt").exists()
+
+
+def test_exec_cannot_escape_the_sandbox_restrictions(h):
+    create(h, "locked", "--cap-add", "NET_RAW")
+    want = DEFAULT_CAPS | (1 << CAP_NET_RAW)
+    st = parse_status(ok(h("exec", "locked", "cat", "/proc/self/status")).stdout)
+    assert st["NoNewPrivs"] == "1"
+    assert caps_of(st, "CapEff") == want, f"CapEff {st['CapEff']}: --cap-add at create must apply to exec"
+    assert caps_of(st, "CapBnd") == want, f"CapBnd {st['CapBnd']}"
+    assert st["Seccomp"] == "2", f"Seccomp: {st['Seccomp']} in exec"
+    # exec takes no capability or security options of its own.
+    cp = h("exec", "--cap-add", "ALL", "locked", "true")
+    assert_hutch_error(cp, "--cap-add")
+    cp = h("exec", "--security-opt", "seccomp=unconfined", "locked", "true")
+    assert_hutch_error(cp, "--security-opt")
+    # Same pid namespace as the sandbox, not the host's.
+    cp = ok(h("exec", "locked", "sh", "-c", "ls /proc | grep -cE '^[0-9]+$'"))
+    assert int(cp.stdout) < 10, cp.stdout
+
+
+def test_exec_after_cap_drop_all(h):
+    create(h, "dropped", "--cap-drop", "ALL")
+    st = parse_status(ok(h("exec", "dropped", "cat", "/proc/self/status")).stdout)
+    assert caps_of(st, "CapEff") == 0 and caps_of(st, "CapBnd") == 0, st
+
+
+def test_exec_other_uid(h):
+    if not h.mode.maps_uid(1000):
+        pytest.skip(f"uid 1000 is not mapped in mode {h.mode.name}")
+    create(h, "users")
+    cp = ok(h("exec", "-u", "1000", "users", "cat", "/proc/self/status"))
+    st = parse_status(cp.stdout)
+    assert st["Uid"].split()[0] == "1000"
+    assert caps_of(st, "CapEff") == 0 and st["NoNewPrivs"] == "1"
+
+
+def test_ps_and_inspect(h):
+    create(h, "alpha", "--hostname", "alpha-host")
+    create(h, "beta")
+    assert ps_status(h) == {"alpha": "running", "beta": "running"}
+    info = inspect(h, "alpha")
+    assert info["state"]["status"] == "running"
+    assert info["hostname"] == "alpha-host"
+    assert info["state"]["pid"] > 0
+    assert alive(info["state"]["pid"], proc_stat(info["state"]["pid"])[3])
+    table = ok(h("ps")).stdout
+    assert "alpha" in table and "beta" in table and "running" in table
+    cp = h("inspect", "alpha", "nosuch")
+    assert cp.returncode != 0
+    assert "nosuch" in cp.stderr
+    assert [s["name"] for s in json.loads(cp.stdout)] == ["alpha"]
+
+
+def test_stop_start_keeps_the_layer(h):
+    create(h, "keeper")
+    ok(h("exec", "keeper", "sh", "-c", "echo persisted > /state; sleep 100 >/dev/null 2>&1 &"))
+    pid = inspect(h, "keeper")["state"]["pid"]
+    procs = sandbox_processes(pid)
+    assert any(st[0] == "sleep" for st in procs.values()), procs
+    cp = ok(h("stop", "-t", "2", "keeper"))
+    assert cp.stdout == "keeper\n"
+    assert wait_until(lambda: not any(alive(p, st[3]) for p, st in procs.items()), 5), \
+        f"processes survived stop: {sandbox_processes(pid)}"
+    assert ps_status(h) == {"keeper": "stopped"}
+    assert inspect(h, "keeper")["state"]["status"] == "stopped"
+    cp = h("exec", "keeper", "true")
+    assert_hutch_error(cp, "keeper", "not running")
+    assert (h.root / "sandboxes" / "keeper").is_dir()
+    cp = ok(h("start", "keeper"))
+    assert cp.stdout == "keeper\n"
+    assert ps_status(h) == {"keeper": "running"}
+    assert ok(h("exec", "keeper", "cat", "/state")).stdout == "persisted\n"
+    # Stopping a stopped sandbox is fine; starting a running one is not.
+    ok(h("stop", "keeper"))
+    ok(h("stop", "keeper"))
+    ok(h("start", "keeper"))
+    assert h("start", "keeper").returncode != 0
+
+
+def test_rm(h):
+    create(h, "doomed")
+    ok(h("exec", "doomed", "sh", "-c", "echo x > /file; sleep 100 >/dev/null 2>&1 &"))
+    pid = inspect(h, "doomed")["state"]["pid"]
+    procs = sandbox_processes(pid)
+    # A running sandbox needs -f.
+    cp = h("rm", "doomed")
+    assert cp.returncode != 0 and "doomed" in cp.stderr, describe(cp)
+    assert (h.root / "sandboxes" / "doomed").is_dir()
+    assert ps_status(h) == {"doomed": "running"}
+    cp = ok(h("rm", "-f", "doomed"))
+    assert cp.stdout == "doomed\n"
+    assert not (h.root / "sandboxes" / "doomed").exists()
+    assert h.state_files() == []
+    assert h.ps_json() == []
+    assert wait_until(lambda: not any(alive(p, st[3]) for p, st in procs.items()), 5), \
+        f"processes survived rm -f: {procs}"
+    # The name is free again.
+    create(h, "doomed")
+    assert h("exec", "doomed", "cat", "/file").returncode != 0
+
+
+def test_rm_stopped(h):
+    create(h, "stopped-one")
+    ok(h("stop", "stopped-one"))
+    ok(h("rm", "stopped-one"))
+    assert h.sandbox_dirs() == [] and h.ps_json() == []
+
+
+def test_exec_unknown_sandbox(h):
+    assert_hutch_error(h("exec", "nosuch", "true"), "nosuch")
+    assert_hutch_error(h("exec", "nosuch", "--", "true"), "nosuch")
+
+
+def test_create_needs_a_fresh_name(h):
+    create(h, "twice")
+    assert_hutch_error(h("create", "--name", "twice"), "twice")
+    assert ps_status(h) == {"twice": "running"}
+    assert_hutch_error(h("create"), "--name")
+
+
+def test_create_with_binds_and_env(h):
+    d = h.host_dir("shared", {"in": "bound\n"})
+    create(h, "bound", "-v", f"{d}:/shared", "-e", "FROM_CREATE=yes", "-w", "/shared")
+    cp = ok(h("exec", "bound", "sh", "-c", 'cat in; echo "$FROM_CREATE"; pwd; echo out > /shared/out'))
+    assert cp.stdout == "bound\nyes\n/shared\n"
+    assert (d / "out").read_text() == "out\n"

@@ -1,0 +1,209 @@
+"""The command's process: exit status, environment, user, limits, timeout, signals, terminal."""
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+
+from hutchlib import (alive, describe, descendants, kill_quietly, mount_count, ok, proc_stat, ps_args,
+                      run_in_pty, wait_until)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exit status.
+
+@pytest.mark.parametrize("code", [0, 1, 3, 125])
+def test_exit_code_propagates(h, code):
+    cp = h.sh(f"echo out; exit {code}")
+    assert cp.returncode == code, describe(cp)
+    assert cp.stdout == "out\n"
+
+
+def test_exit_code_not_executable(h):
+    cp = h("run", "--", "/etc/passwd")
+    assert cp.returncode == 126, describe(cp)
+    assert "/etc/passwd" in cp.stderr, describe(cp)
+
+
+def test_exit_code_not_found(h):
+    cp = h("run", "--", "no-such-command-xyz")
+    assert cp.returncode == 127, describe(cp)
+    assert "no-such-command-xyz" in cp.stderr, describe(cp)
+    cp = h("run", "--", "/no/such/path")
+    assert cp.returncode == 127, describe(cp)
+
+
+def test_exit_code_killed_by_signal(h):
+    cp = h.sh("kill -9 $$")
+    assert cp.returncode == 137, describe(cp)
+    cp = h.sh("kill -TERM $$")
+    assert cp.returncode == 143, describe(cp)
+
+
+def test_image_forms(h):
+    # busybox (the built-in base) as IMAGE, "--" without IMAGE, and the base's default command.
+    assert ok(h("run", "busybox", "echo", "a")).stdout == "a\n"
+    assert ok(h("run", "busybox", "--", "echo", "b")).stdout == "b\n"
+    assert ok(h("run", "--", "echo", "c")).stdout == "c\n"
+    assert ok(h("run", "-i", "busybox", input="echo from-stdin\n")).stdout == "from-stdin\n"
+
+
+def test_stdin_only_with_i(h):
+    cp = ok(h("run", "-i", "--", "cat", input="piped in\n"))
+    assert cp.stdout == "piped in\n"
+    # Without -i the command's stdin is /dev/null.
+    cp = ok(h("run", "--", "cat", input="should not arrive\n"))
+    assert cp.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment, working directory, user, limits.
+
+def test_env(h):
+    cp = ok(h("run", "-e", "FOO=bar", "-e", "SPACED=a b  c", "-e", "EMPTY=", "--", "env"))
+    env = dict(line.split("=", 1) for line in cp.stdout.splitlines() if "=" in line)
+    assert env["FOO"] == "bar"
+    assert env["SPACED"] == "a b  c"
+    assert env["EMPTY"] == ""
+    assert env["HOME"] == "/root"
+    assert "/bin" in env["PATH"].split(":")
+    # Nothing of the caller's environment leaks in.
+    assert "HUTCH_DEFAULT_ROOTFS" not in env and "HUTCH_POLICY_DIR" not in env
+
+
+def test_env_file(h):
+    f = h.work / "vars.env"
+    f.write_text("# a comment\n\nA=1\nB=two words\n  C=indented\nD=crlf\r\nOVER=file\n")
+    f.chmod(0o644)
+    cp = ok(h("run", "--env-file", str(f), "-e", "OVER=flag", "--", "sh", "-c",
+              'printf "%s|" "$A" "$B" "$C" "$D" "$OVER"'))
+    assert cp.stdout == "1|two words|indented|crlf|flag|"
+
+
+def test_workdir(h):
+    assert ok(h("run", "-w", "/tmp", "--", "pwd")).stdout == "/tmp\n"
+    # A missing working directory is created, as docker does.
+    assert ok(h("run", "-w", "/new/work/dir", "--", "pwd")).stdout == "/new/work/dir\n"
+
+
+def test_user_uid_gid(h):
+    if not h.mode.maps_uid(1000):
+        pytest.skip(f"uid 1000 is not mapped in mode {h.mode.name}")
+    assert ok(h("run", "-u", "1000", "--", "id", "-u")).stdout == "1000\n"
+    cp = ok(h("run", "-u", "1000:2000", "--", "sh", "-c", "id -u; id -g"))
+    assert cp.stdout.split() == ["1000", "2000"]
+    cp = ok(h("run", "-u", "nobody", "--", "sh", "-c", "id -u; id -g; echo $HOME"))
+    assert cp.stdout.split() == ["65534", "65534", "/nonexistent"]
+
+
+def test_user_root(h):
+    cp = ok(h("run", "-u", "0", "--", "sh", "-c", "id -u; id -g"))
+    assert cp.stdout.split() == ["0", "0"]
+    cp = ok(h("run", "-u", "root", "--", "id", "-un"))
+    assert cp.stdout == "root\n"
+
+
+def test_ulimit_nofile(h):
+    cp = ok(h.sh("ulimit -n; ulimit -Hn", "--ulimit", "nofile=100:200"))
+    assert cp.stdout.split() == ["100", "200"]
+    cp = ok(h.sh("ulimit -n; ulimit -Hn", "--ulimit", "nofile=64"))
+    assert cp.stdout.split() == ["64", "64"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Timeout and signals.
+
+def _sleepers() -> dict[int, str]:
+    return {pid: args for pid, args in ps_args().items() if args.strip() == "sleep 100"}
+
+
+def test_timeout_kills_everything(h):
+    before = _sleepers()
+    t0 = time.monotonic()
+    cp = h("run", "--timeout", "1s", "--", "sh", "-c", "sleep 100 & sleep 100", timeout=60)
+    elapsed = time.monotonic() - t0
+    assert cp.returncode == 137, describe(cp)
+    assert elapsed < 8, f"--timeout 1s took {elapsed:.1f}s"
+    assert elapsed >= 0.9, f"--timeout 1s ended after {elapsed:.2f}s"
+    left = {pid: a for pid, a in _sleepers().items() if pid not in before}
+    assert not left, f"sandbox processes survived the timeout: {left}"
+    assert h.sandbox_dirs() == []
+
+
+def test_sigterm_reaches_the_command(h):
+    script = "trap 'echo got; exit 7' TERM; echo ready; while :; do sleep 0.1; done"
+    p = h.popen("run", "--", "sh", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r, _, _ = select.select([p.stdout], [], [], 20)
+        assert r, "the command did not start"
+        assert p.stdout.readline() == "ready\n"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+        assert p.returncode == 7, f"exit {p.returncode}\nstdout: {out}\nstderr: {err}"
+        assert out == "got\n"
+    finally:
+        kill_quietly(p)
+    assert h.sandbox_dirs() == []
+
+
+def test_sigkill_of_hutch_leaves_nothing(h):
+    mounts_before = mount_count()
+    p = h.popen("run", "--name", "victim", "--", "sleep", "100",
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs = {}
+    try:
+        # hutch (after setpriv's exec, the same pid) -> the sandbox's init -> sleep 100.
+        def sandbox():
+            procs = {pid: proc_stat(pid) for pid in descendants(p.pid)}
+            procs = {pid: st for pid, st in procs.items() if st}
+            return procs if any(st[0] == "sleep" for st in procs.values()) else None
+
+        assert wait_until(lambda: sandbox() is not None, 20), "the sandbox did not start"
+        procs = sandbox()
+        assert (h.root / "sandboxes" / "victim").is_dir()
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+        assert p.returncode == -signal.SIGKILL
+        survivors = lambda: {pid: st[0] for pid, st in procs.items() if alive(pid, st[3])}
+        assert wait_until(lambda: not survivors(), 5), f"still running after hutch was killed: {survivors()}"
+    finally:
+        kill_quietly(p)
+        for pid, st in procs.items():  # whatever survived a failure above
+            if alive(pid, st[3]):
+                os.kill(pid, signal.SIGKILL)
+    assert mount_count() == mounts_before
+    # The next hutch sweeps the directory the killed one left behind.
+    ok(h("run", "--", "true"))
+    assert h.sandbox_dirs() == [], f"not swept: {h.sandbox_dirs()}"
+    assert h.state_files() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Terminals.
+
+def test_tty(h):
+    script = "tty; if test -t 0; then echo STDIN-IS-TTY; fi; if test -t 1; then echo STDOUT-IS-TTY; fi; stty size"
+    status, out = run_in_pty(h.argv("run", "-t", "--", "sh", "-c", script), h.environ(), rows=30, cols=100)
+    lines = [line.strip() for line in out.splitlines()]
+    assert status == 0, out
+    assert any(re.fullmatch(r"/dev/pts/\d+", line) for line in lines), out
+    assert "STDIN-IS-TTY" in lines and "STDOUT-IS-TTY" in lines, out
+    assert "30 100" in lines, f"expected the 30x100 window size inside: {out!r}"
+
+
+def test_tty_interactive_input(h):
+    script = "echo READY; read line; echo \"got:$line\"; exit 4"
+    status, out = run_in_pty(h.argv("run", "-i", "-t", "--", "sh", "-c", script), h.environ(),
+                             send=b"hello\r")
+    assert "got:hello" in out, out
+    assert status == 4, out
+
+
+def test_no_tty_without_t(h):
+    cp = h.sh("tty; test -t 0 && echo STDIN-IS-TTY; true")
+    assert cp.returncode == 0, describe(cp)
+    assert "not a tty" in cp.stdout and "STDIN-IS-TTY" not in cp.stdout, cp.stdout
+
