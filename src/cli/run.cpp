@@ -150,9 +150,12 @@ void resolve_root_and_command(const Paths& paths, SandboxSpec& spec, const Sandb
         if (!::realpath(o.rootfs.c_str(), resolved))
             throw_errno("root filesystem not found", o.rootfs, "pass an existing directory to --rootfs");
         spec.rootfs = resolved;
+        if (::geteuid() == 0) fs::require_searchable(spec.rootfs, "--rootfs");
+        spec.lower_dirs = {spec.rootfs};
     } else {
         if (!explicit_dashes && !args.empty() && is_builtin_image(args[0])) args.erase(args.begin());
-        spec.rootfs = base::ensure_default(paths, spec.idmap);
+        spec.rootfs = "busybox";
+        spec.lower_dirs = {base::ensure_default(paths, spec.idmap)};
     }
     if (!args.empty() && args[0] == "--") args.erase(args.begin());
     if (args.empty() && need_command) {

@@ -78,6 +78,21 @@ bool exists(const std::string& path) {
     return ::lstat(path.c_str(), &st) == 0;
 }
 
+void require_searchable(const std::string& path, const std::string& what) {
+    std::string prefix;
+    size_t pos = 0;
+    while (pos != std::string::npos) {
+        pos = path.find('/', pos + 1);
+        prefix = path.substr(0, pos);
+        struct stat st;
+        if (prefix.empty() || ::stat(prefix.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+        if (!(st.st_mode & S_IXOTH))
+            fail(what + " is not reachable by the sandbox's unprivileged uids", prefix,
+                 "root's sandboxes run as a mapped uid range: make it searchable (chmod o+x " + prefix +
+                     ") or use a path under one that is");
+    }
+}
+
 void remove_contents(int dirfd, const std::string& shown_path) {
     int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     if (dup < 0) throw_errno("cannot duplicate directory fd", shown_path);

@@ -67,6 +67,7 @@ void Paths::ensure() const {
     ensure_private_dir(sandboxes_state(), 0700);
     ensure_private_dir(sandboxes_storage(), storage_mode);
     ensure_private_dir(bases(), storage_mode);
+    if (::geteuid() == 0) fs::require_searchable(storage, "the store");
 }
 
 std::string policy_dir() {

@@ -117,6 +117,14 @@ void check_bind_sources(const SandboxSpec& spec) {
     }
 }
 
+// The layers must still be there: a persistent sandbox outlives `hutch rmi` of its image.
+void check_layers(const SandboxSpec& spec) {
+    if (spec.lower_dirs.empty()) fail("the sandbox has no root filesystem", spec.name, "pass an image or --rootfs DIR");
+    for (const auto& dir : spec.lower_dirs)
+        if (!fs::exists(dir))
+            fail("root filesystem layer not found", dir, "pull the image again, or pass an existing directory to --rootfs");
+}
+
 void bring_up_loopback() {
     UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     if (!s) throw_errno("cannot open a socket to configure lo");
@@ -178,6 +186,11 @@ struct Birth {
             for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
             if (null > 2) ::close(null);
             b.report.wr.reset();  // EOF tells the front end the sandbox is ready
+            // A long-lived init keeps no host file descriptor (layers, locks, pipes): `hutch exec`
+            // must be able to join it, which needs it dumpable, and a dumpable process's fds
+            // are reachable by whoever may ptrace it.
+            ::syscall(SYS_close_range, 3U, ~0U, 0U);
+            ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
             ::_exit(init::run(-1, nullptr));
         }
 
@@ -203,6 +216,9 @@ struct Birth {
         }
         tty.slave.reset();
         b.report.wr.reset();
+        // This init holds host directory fds (to empty the layers at the end): nothing in the
+        // sandbox may read its memory or fds, even with CAP_SYS_PTRACE granted.
+        ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         int code = init::run(command, [&layers] { state::empty_layers(layers.upper.get(), layers.work.get()); });
         // Tearing down the namespaces in exit(2) takes the kernel milliseconds; the front end
         // needs only the status, and every process of the sandbox is already gone.
@@ -418,7 +434,7 @@ Started give_birth(Birth& b) {
 void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, const state::Scratch& scratch) {
     b.spec = &spec;
     b.security = &security;
-    b.host.lower = spec.rootfs;
+    b.host.lower = spec.lower_dirs;
     b.host.upper = scratch.upper();
     b.host.work = scratch.work();
     b.host.target = scratch.root();
@@ -466,7 +482,7 @@ bool wait_exit(int pidfd, double seconds) {
 
 int run_sandbox(const SandboxSpec& spec, const Paths& paths) {
     check_bind_sources(spec);
-    if (!fs::exists(spec.rootfs)) fail("root filesystem not found", spec.rootfs, "pass an existing directory to --rootfs");
+    check_layers(spec);
     Security security = resolve_security(spec, paths);
     auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
     state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
@@ -504,14 +520,14 @@ int run_sandbox(const SandboxSpec& spec, const Paths& paths) {
 }
 
 void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
-    if (!fs::exists(spec.rootfs)) fail("root filesystem not found", spec.rootfs, "the sandbox's base is gone; recreate it");
+    check_layers(spec);
     check_bind_sources(spec);
     Security security = resolve_security(spec, paths);
     state::Scratch scratch = state::open_scratch(paths, spec.name);
+    if (state::load_live(paths, spec.name)) fail("sandbox is already running", spec.name, "see 'hutch ps'");
     BlockedSignals blocked;
     Birth birth;
     prepare_birth(birth, spec, security, scratch);
-    // The init inherits the lock and holds it for its whole life: "locked" means "running".
     Started st = give_birth(birth);
     wait_ready(st);
     state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid)});
@@ -519,7 +535,7 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
 
 void create_sandbox(const SandboxSpec& spec, const Paths& paths) {
     check_bind_sources(spec);
-    if (!fs::exists(spec.rootfs)) fail("root filesystem not found", spec.rootfs, "pass an existing directory to --rootfs");
+    check_layers(spec);
     resolve_security(spec, paths);  // refuse a bad profile before anything is created
     auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
     {
@@ -618,8 +634,6 @@ void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
         pidfd_send_signal(fd.get(), SIGKILL, nullptr, 0);
         wait_exit(fd.get(), 10);
     }
-    // The init is not our child; wait until its lock is free so a following start or rm succeeds.
-    FileLock::acquire(paths.sandboxes_storage() + "/" + name + "/lock");
     state::remove_live(paths, name);
 }
 

@@ -171,8 +171,8 @@ Detached prepare(const SandboxSpec& spec, std::vector<UniqueFd> parent_binds) {
     return d;
 }
 
-// overlayfs splits its options on ',' and layer lists on ':'; both are escaped with '\\'.
-std::string escape_layer(const std::string& path) {
+// overlayfs splits its options on ',' and layer lists on ':'; both are escaped with a backslash.
+static std::string escape_layer(const std::string& path) {
     std::string out;
     for (char c : path) {
         if (c == ',' || c == ':' || c == '\\') out += '\\';
@@ -181,29 +181,40 @@ std::string escape_layer(const std::string& path) {
     return out;
 }
 
+// The lowerdir option names every layer. With the layers of an image side by side in the store,
+// naming them relative to their common parent keeps the option short: the kernel takes at most a
+// page of mount options, and an image of 60 layers named by absolute paths would not fit.
+static std::string lowerdir_option(const std::vector<std::string>& layers, std::string* chdir_to) {
+    std::string parent = layers.front().substr(0, layers.front().rfind('/'));
+    bool common = layers.size() > 1;
+    for (const auto& l : layers) common = common && l.rfind(parent + "/", 0) == 0 && l.find('/', parent.size() + 1) == std::string::npos;
+    std::string option;
+    for (const auto& l : layers) {
+        if (!option.empty()) option += ':';
+        option += escape_layer(common ? l.substr(parent.size() + 1) : l);
+    }
+    *chdir_to = common ? parent : "/";
+    return option;
+}
+
 void enter_overlay_root(const HostSide& host) {
-    UniqueFd fs(::fsopen("overlay", FSOPEN_CLOEXEC));
-    if (!fs) throw_errno("cannot open filesystem context", "overlay", "overlayfs must be available (modprobe overlay)");
-    auto set = [&](const char* key, const std::string& value) {
-        if (::fsconfig(fs.get(), FSCONFIG_SET_STRING, key, escape_layer(value).c_str(), 0) != 0)
-            throw_errno("cannot configure overlay", std::string(key) + "=" + value);
-    };
-    set("lowerdir", host.lower);
-    set("upperdir", host.upper);
-    set("workdir", host.work);
-    // In a user namespace the trusted.* xattrs overlayfs keeps its metadata in are unavailable.
-    if (::fsconfig(fs.get(), FSCONFIG_SET_FLAG, "userxattr", nullptr, 0) != 0)
-        throw_errno("cannot configure overlay", "userxattr", "overlayfs in a user namespace needs Linux 5.11 or later");
-    if (::fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0)
-        throw_errno("cannot create overlay root", host.upper,
-                    "the layers must be on a filesystem overlayfs supports as upper (not overlayfs itself); see 'hutch doctor'");
-    UniqueFd root(::fsmount(fs.get(), FSMOUNT_CLOEXEC, 0));
-    if (!root) throw_errno("cannot mount overlay root", host.upper);
-    if (::move_mount(root.get(), "", AT_FDCWD, host.target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
-        throw_errno("cannot attach overlay root", host.target);
+    std::string cwd;
+    std::string data = "lowerdir=" + lowerdir_option(host.lower, &cwd) + ",upperdir=" + escape_layer(host.upper) +
+                       ",workdir=" + escape_layer(host.work) +
+                       // In a user namespace the trusted.* xattrs overlayfs keeps its metadata in are
+                       // unavailable; user.overlay.* it is, for this mount and the layers below it.
+                       ",userxattr";
+    if (data.size() >= 4096)
+        fail("too many image layers for one overlay mount", std::to_string(host.lower.size()) + " layers",
+             "flatten the image (e.g. with a multi-stage build) to fewer layers");
+    if (::chdir(cwd.c_str()) != 0) throw_errno("cannot enter the layer store", cwd);
+    if (::mount("overlay", host.target.c_str(), "overlay", 0, data.c_str()) != 0)
+        throw_errno("cannot mount the overlay root", host.upper,
+                    "overlayfs in a user namespace needs Linux 5.11 or later, and the writable layer must be on a "
+                    "filesystem overlayfs supports (not overlayfs itself); see 'hutch doctor'");
     // pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it, and
     // with it every host path.
-    if (::fchdir(root.get()) != 0) throw_errno("cannot enter overlay root");
+    if (::chdir(host.target.c_str()) != 0) throw_errno("cannot enter the overlay root", host.target);
     if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("cannot pivot_root into the sandbox root");
     if (::umount2(".", MNT_DETACH) != 0) throw_errno("cannot detach the host root");
     if (::chdir("/") != 0) throw_errno("cannot chdir", "/");

@@ -23,7 +23,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TmpfsMount, destination, options
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Rlimit, resource, soft, hard)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ProcessSpec, argv, env, cwd, user, tty, stdin_open, cap_add,
                                                 cap_drop, rlimits)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SandboxSpec, name, hostname, rootfs, read_only_root, binds, tmpfs,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SandboxSpec, name, hostname, rootfs, lower_dirs, read_only_root, binds, tmpfs,
                                                 idmap, seccomp_profile, process, timeout, persistent)
 
 namespace state {
@@ -211,8 +211,7 @@ void save_live(const Paths& paths, const std::string& name, const Live& live) {
 }
 
 std::optional<Live> load_live(const Paths& paths, const std::string& name) {
-    // The lock is the truth: held means the init is alive.
-    if (FileLock::try_acquire(dir_of(paths, name) + "/lock")) return std::nullopt;
+    // The init's pid and start time are the truth: a pid alone could have been reused.
     try {
         auto j = nlohmann::json::parse(fs::read_file(live_path(paths, name)));
         Live l{j.at("pid").get<pid_t>(), j.at("start_time").get<unsigned long long>()};

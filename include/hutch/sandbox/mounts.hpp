@@ -21,7 +21,7 @@ namespace hutch::mounts {
 // paths, not fds: overlayfs only accepts layers reachable in the mounting process's own mount
 // namespace, so the sandbox looks them up itself (the store is searchable by the sandbox's root).
 struct HostSide {
-    std::string lower;   // the base root filesystem
+    std::vector<std::string> lower;  // read-only layers, top first
     std::string upper;   // the sandbox's writable layer
     std::string work;    // overlayfs' work dir
     std::string target;  // where the overlay is mounted before pivot_root

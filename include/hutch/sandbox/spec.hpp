@@ -66,7 +66,8 @@ struct ProcessSpec {
 struct SandboxSpec {
     std::string name;      // unique per user
     std::string hostname;  // defaults to name
-    std::string rootfs;    // lower layer (never written)
+    std::string rootfs;    // where the root comes from, as the user named it: an image or a directory
+    std::vector<std::string> lower_dirs;  // the overlay's read-only layers, top first (never written)
     bool read_only_root = false;
     std::vector<BindMount> binds;
     std::vector<TmpfsMount> tmpfs;

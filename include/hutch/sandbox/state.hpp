@@ -1,6 +1,7 @@
 // Sandboxes on disk. Each has a directory under <storage>/sandboxes/<name>/ with:
-//   lock         flock'ed by whoever keeps the sandbox alive (the front end of a run, or the
-//                init of a persistent sandbox); a free lock means nobody does;
+//   lock         flock'ed by the front end of a run for its whole life, and by commands that
+//                start or remove a persistent sandbox while they do; a free lock on a directory
+//                without config.json means a crashed run left it;
 //   upper/ work/ the overlay's writable layer and work dir;
 //   root/        the mount point of the overlay before pivot_root;
 //   config.json  persistent sandboxes only: the spec, so exec/start/inspect can reuse it.
