@@ -36,6 +36,11 @@ struct SandboxOptions {
     std::vector<std::string> security_opts;
     std::vector<std::string> ulimits;
     std::string timeout;
+    // cgroup v2 limits (docker's flags)
+    std::string memory, memory_swap, cpus;
+    int64_t pids_limit = 0, cpu_weight = 0, io_weight = 0;
+    std::vector<std::string> device_read_bps, device_write_bps;
+    bool stats = false;
     bool rm = true;  // run always removes its sandbox; accepted for docker's muscle memory
     // [IMAGE] COMMAND [ARG...] as typed, "--" included when given.
     std::vector<std::string> args;
@@ -49,6 +54,7 @@ int ps(const GlobalOptions& g, const std::string& format);
 int stop(const GlobalOptions& g, const std::vector<std::string>& names, double grace);
 int rm(const GlobalOptions& g, const std::vector<std::string>& names, bool force);
 int inspect(const GlobalOptions& g, const std::vector<std::string>& names);
+int stats(const GlobalOptions& g, const std::vector<std::string>& names, const std::string& format);
 
 // The image store (src/cli/images.cpp). Pulling, loading, saving and logging in are done by the
 // hutch-image executable, which main() execs for those commands.

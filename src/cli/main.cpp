@@ -48,6 +48,15 @@ void add_sandbox_options(CLI::App* app, SandboxOptions& o) {
     repeatable(app, "--security-opt", o.security_opts, "seccomp=FILE|unconfined, no-new-privileges");
     repeatable(app, "--ulimit", o.ulimits, "Resource limit NAME=SOFT[:HARD], e.g. nofile=1024:2048");
     app->add_option("--timeout", o.timeout, "Kill the whole sandbox after this long (e.g. 30s, 5m)");
+    app->add_option("-m,--memory", o.memory, "Memory limit (e.g. 512m, 2g): memory.max");
+    app->add_option("--memory-swap", o.memory_swap, "Memory plus swap limit (-1: unlimited swap; default: no swap)");
+    app->add_option("--pids-limit", o.pids_limit, "Most processes and threads at once: pids.max")->check(CLI::PositiveNumber);
+    app->add_option("--cpus", o.cpus, "CPUs the sandbox may use (e.g. 1.5): cpu.max");
+    app->add_option("--cpu-weight", o.cpu_weight, "Relative CPU share 1-10000: cpu.weight")->check(CLI::Range(1, 10000));
+    app->add_option("--io-weight", o.io_weight, "Relative I/O share 1-10000: io.weight")->check(CLI::Range(1, 10000));
+    repeatable(app, "--device-read-bps", o.device_read_bps, "Read rate limit DEVICE:RATE, e.g. /dev/vda:10m: io.max");
+    repeatable(app, "--device-write-bps", o.device_write_bps, "Write rate limit DEVICE:RATE: io.max");
+    app->add_flag("--stats", o.stats, "Report peak memory, CPU time, pids and I/O when the command ends");
     app->add_flag("--rm", o.rm, "Remove the sandbox when the command exits (always on for run)");
     // Everything from the first positional on belongs to the command.
     app->prefix_command();
@@ -127,6 +136,12 @@ int main(int argc, char** argv) {
     rm->add_flag("-f,--force", force, "Stop running sandboxes first");
     rm->add_option("NAME", rm_names, "Sandbox names")->required();
 
+    auto* stats = app.add_subcommand("stats", "Show resource usage of running sandboxes");
+    std::vector<std::string> stats_names;
+    std::string stats_format = "table";
+    stats->add_option("--format", stats_format, "table or json")->check(CLI::IsMember({"table", "json"}));
+    stats->add_option("NAME", stats_names, "Sandbox names")->required();
+
     auto* inspect = app.add_subcommand("inspect", "Show sandboxes as JSON");
     std::vector<std::string> inspect_names;
     inspect->add_option("NAME", inspect_names, "Sandbox names")->required();
@@ -202,6 +217,14 @@ int main(int argc, char** argv) {
     } catch (const CLI::Success& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
+        // Name an unknown command instead of CLI11's "A subcommand is required".
+        int sub = subcommand_index(argc, argv);
+        bool known = false;
+        for (const auto* c : app.get_subcommands({})) known = known || (sub && c->get_name() == argv[sub]);
+        if (sub && !known) {
+            std::fprintf(stderr, "hutch: unknown command: %s (see 'hutch --help')\n", argv[sub]);
+            return hutch::kExitHutchError;
+        }
         std::fprintf(stderr, "hutch: %s (see 'hutch --help')\n", e.what());
         return hutch::kExitHutchError;
     }
@@ -233,6 +256,7 @@ int main(int argc, char** argv) {
         if (stop->parsed()) return hutch::cli::stop(g, stop_names, grace);
         if (rm->parsed()) return hutch::cli::rm(g, rm_names, force);
         if (inspect->parsed()) return hutch::cli::inspect(g, inspect_names);
+        if (stats->parsed()) return hutch::cli::stats(g, stats_names, stats_format);
         if (images->parsed() || image_ls->parsed()) return hutch::cli::images(g, images_format, images_quiet);
         if (image_inspect->parsed()) return hutch::cli::image_inspect(g, image_refs);
         if (image_rm->parsed() || rmi->parsed()) return hutch::cli::rmi(g, image_refs, image_force);

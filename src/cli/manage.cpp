@@ -4,6 +4,7 @@
 
 #include "commands.hpp"
 #include "hutch/core/error.hpp"
+#include "hutch/sandbox/cgroup.hpp"
 #include "hutch/sandbox/launcher.hpp"
 #include "hutch/sandbox/state.hpp"
 
@@ -26,12 +27,26 @@ int for_each_name(const std::vector<std::string>& names, Fn&& fn) {
     return rc;
 }
 
+nlohmann::json usage(const cgroup::Stats& s) {
+    return {{"memory_peak", s.memory_peak},       {"memory_current", s.memory_current},
+            {"cpu_usage_usec", s.cpu_usage_usec}, {"cpu_user_usec", s.cpu_user_usec},
+            {"cpu_system_usec", s.cpu_system_usec}, {"cpu_nr_throttled", s.nr_throttled},
+            {"pids_current", s.pids_current},     {"pids_peak", s.pids_peak},
+            {"pids_limit_hits", s.pids_max_events}, {"oom_kills", s.oom_kills},
+            {"io_read_bytes", s.io_read_bytes},   {"io_write_bytes", s.io_write_bytes}};
+}
+
 nlohmann::json describe(const Paths& paths, const std::string& name) {
     SandboxSpec spec = state::load_config(paths, name);
     auto live = state::load_live(paths, name);
     nlohmann::json j = nlohmann::json::parse(state::spec_to_json(spec));
     j["state"] = {{"status", live ? "running" : "stopped"}, {"pid", live ? live->pid : 0}};
     j["storage"] = paths.sandboxes_storage() + "/" + name;
+    if (live && !live->cgroup.empty())
+        if (auto cg = cgroup::Cgroup::open(live->cgroup)) {
+            j["state"]["cgroup"] = live->cgroup;
+            j["state"]["usage"] = usage(cg->stats());
+        }
     return j;
 }
 
@@ -81,6 +96,28 @@ int rm(const GlobalOptions& g, const std::vector<std::string>& names, bool force
         remove_sandbox(paths, n, force);
         std::printf("%s\n", n.c_str());
     });
+}
+
+int stats(const GlobalOptions& g, const std::vector<std::string>& names, const std::string& format) {
+    Paths paths = prepare_paths(g);
+    nlohmann::json out = nlohmann::json::array();
+    int rc = for_each_name(names, [&](const std::string& n) {
+        state::load_config(paths, n);
+        auto live = state::load_live(paths, n);
+        if (!live) fail("sandbox is not running", n, "start it with 'hutch start " + n + "'");
+        auto cg = live->cgroup.empty() ? std::nullopt : cgroup::Cgroup::open(live->cgroup);
+        if (!cg) fail("sandbox has no cgroup", n, "create it with a limit (--memory, --pids-limit, --cpus) or --stats");
+        cgroup::Stats s = cg->stats();
+        if (format == "json") {
+            nlohmann::json j = usage(s);
+            j["name"] = n;
+            out.push_back(j);
+        } else {
+            std::printf("%s: %s\n", n.c_str(), cgroup::format_stats(s).substr(7).c_str());
+        }
+    });
+    if (format == "json") std::printf("%s\n", out.dump(2).c_str());
+    return rc;
 }
 
 int inspect(const GlobalOptions& g, const std::vector<std::string>& names) {

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
@@ -187,8 +188,37 @@ SandboxSpec build_spec(const Paths& paths, const SandboxOptions& o, bool persist
     p.cap_add = o.cap_add;
     p.cap_drop = o.cap_drop;
     for (const auto& u : o.ulimits) p.rlimits.push_back(parse_ulimit(u));
+    Resources& r = spec.resources;
+    if (!o.memory.empty()) r.memory = static_cast<int64_t>(parse_size(o.memory, "--memory"));
+    if (!o.memory_swap.empty())
+        r.memory_swap = o.memory_swap == "-1" ? -1 : static_cast<int64_t>(parse_size(o.memory_swap, "--memory-swap"));
+    if (r.memory_swap > 0 && r.memory_swap < r.memory)
+        fail("invalid --memory-swap", o.memory_swap, "it counts memory plus swap, so it must be at least --memory");
+    if (r.memory > 0 && r.memory < 6 * 1024 * 1024)
+        fail("invalid --memory", o.memory, "the smallest memory limit is 6m, as in docker");
+    r.pids = o.pids_limit;
+    if (!o.cpus.empty()) {
+        char* end = nullptr;
+        r.cpus = std::strtod(o.cpus.c_str(), &end);
+        if (*end != '\0' || !(r.cpus > 0)) fail("invalid --cpus", o.cpus, "give a positive number, e.g. 0.5 or 2");
+    }
+    r.cpu_weight = o.cpu_weight;
+    r.io_weight = o.io_weight;
+    r.device_read_bps = o.device_read_bps;
+    r.device_write_bps = o.device_write_bps;
+    spec.stats = o.stats;
     resolve_root_and_command(paths, spec, o, !persistent);
     return spec;
+}
+
+// Says why a run ended when hutch knows better than the bare status.
+int report(const RunResult& r, const SandboxSpec& spec) {
+    if (r.timed_out)
+        std::fprintf(stderr, "hutch: timeout: sandbox %s ran longer than its --timeout and was killed\n", spec.name.c_str());
+    else if (!r.note.empty())
+        std::fprintf(stderr, "hutch: %s\n", r.note.c_str());
+    if (!r.stats.empty()) std::fprintf(stderr, "hutch: %s\n", r.stats.c_str());
+    return r.exit_code;
 }
 
 }  // namespace
@@ -203,7 +233,7 @@ Paths prepare_paths(const GlobalOptions& g) {
 int run(const GlobalOptions& g, const SandboxOptions& o) {
     Paths paths = prepare_paths(g);
     SandboxSpec spec = build_spec(paths, o, false);
-    return run_sandbox(spec, paths);
+    return report(run_sandbox(spec, paths), spec);
 }
 
 int create(const GlobalOptions& g, const SandboxOptions& o) {
@@ -227,7 +257,9 @@ int exec(const GlobalOptions& g, const ProcessOptions& o, const std::string& nam
     p.user = o.user;
     p.tty = o.tty;
     p.stdin_open = o.interactive;
-    return exec_in_sandbox(paths, name, p);
+    SandboxSpec spec;
+    spec.name = name;
+    return report(exec_in_sandbox(paths, name, p), spec);
 }
 
 }  // namespace hutch::cli

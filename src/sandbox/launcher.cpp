@@ -44,6 +44,7 @@
 #include "hutch/core/fs.hpp"
 #include "hutch/core/log.hpp"
 #include "hutch/sandbox/caps.hpp"
+#include "hutch/sandbox/cgroup.hpp"
 #include "hutch/sandbox/idmap.hpp"
 #include "hutch/sandbox/init.hpp"
 #include "hutch/sandbox/mounts.hpp"
@@ -64,6 +65,9 @@ int pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned flags) {
 
 constexpr uint64_t kNamespaces =
     CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP;
+// The cgroup namespace is made by the init itself, once clone3 has placed it in its cgroup: a
+// namespace made by clone3 would be rooted at the front end's cgroup instead.
+constexpr uint64_t kCloneNamespaces = kNamespaces & ~static_cast<uint64_t>(CLONE_NEWCGROUP);
 constexpr double kTermGrace = 10.0;     // SIGTERM to hutch: the command gets this long to exit
 constexpr double kTeardownGrace = 5.0;  // init gets this long to tear down before SIGKILL
 
@@ -146,13 +150,13 @@ struct Birth {
     SocketPair tty;  // init → front end: the pty's master
     struct winsize winsize {};
     bool have_winsize = false;
+    int cgroup_fd = -1;  // the sandbox's cgroup (CLONE_INTO_CGROUP), or -1 without limits
 };
 
 // Runs in the new namespaces as pid 1. Never returns.
 [[noreturn]] void sandbox_main(Birth& b) {
     const SandboxSpec& spec = *b.spec;
     try {
-        if (!spec.persistent) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         b.sync.wr.reset();
         b.report.rd.reset();
         b.tty.parent.reset();
@@ -160,9 +164,18 @@ struct Birth {
         char go;
         // EOF instead of the byte: the front end died before the maps were written.
         if (::read(b.sync.rd.get(), &go, 1) != 1) ::_exit(kExitHutchError);
-        b.sync.rd.reset();
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
+        if (!spec.persistent) {
+            // Set only now: a change of uid (root's sandboxes) clears the parent-death signal.
+            // The front end keeps its end of the sync pipe open for its whole life, so a hang-up
+            // there means it died before the signal was armed.
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            struct pollfd p {b.sync.rd.get(), POLLIN, 0};
+            if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) ::_exit(kExitHutchError);
+        }
+        b.sync.rd.reset();
         if (!spec.idmap.deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
+        if (::unshare(CLONE_NEWCGROUP) != 0) throw_errno("cannot create the cgroup namespace");
 
         // The writable layer is emptied at the end from inside (its files may belong to
         // subordinate ids the front end cannot remove); keep handles that survive pivot_root.
@@ -233,11 +246,16 @@ struct Birth {
     ::_exit(kExitHutchError);
 }
 
-pid_t clone_sandbox(int* pidfd) {
+pid_t clone_sandbox(int* pidfd, int cgroup_fd) {
     struct clone_args args {};
-    args.flags = kNamespaces | CLONE_PIDFD;
+    args.flags = kCloneNamespaces | CLONE_PIDFD;
     args.pidfd = reinterpret_cast<uint64_t>(pidfd);
     args.exit_signal = SIGCHLD;
+    if (cgroup_fd >= 0) {
+        // Born inside its cgroup: not one instruction runs outside the limits.
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = static_cast<uint64_t>(cgroup_fd);
+    }
     return static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
 }
 
@@ -301,6 +319,7 @@ struct Supervision {
     double timeout = 0;
     std::string name;
     std::function<void()> teardown;  // asks for an immediate end of everything
+    mutable bool timed_out = false;
 };
 
 // Output written just before the end is still in the pty: copy it out.
@@ -344,7 +363,7 @@ int supervise(const Supervision& s) {
             pidfd_send_signal(s.child_pidfd, SIGKILL, nullptr, 0);
             kill_at = now() + 3600;
         } else if (s.timeout > 0 && now() >= start + s.timeout && kill_at == 0) {
-            log::error("timeout: sandbox " + s.name + " ran longer than its --timeout; killing it");
+            s.timed_out = true;
             request_teardown(kTeardownGrace);
         }
         if (n <= 0) continue;
@@ -407,7 +426,7 @@ Started give_birth(Birth& b) {
     if (spec.process.tty && ::ioctl(STDIN_FILENO, TIOCGWINSZ, &b.winsize) == 0) b.have_winsize = true;
     Started st;
     int pidfd = -1;
-    pid_t pid = clone_sandbox(&pidfd);
+    pid_t pid = clone_sandbox(&pidfd, b.cgroup_fd);
     if (pid < 0)
         throw_errno("cannot create the sandbox's namespaces", "clone3",
                     "unprivileged user namespaces must be enabled; see 'hutch doctor'");
@@ -426,7 +445,7 @@ Started give_birth(Birth& b) {
         throw;
     }
     if (::write(b.sync.wr.get(), "1", 1) != 1) throw_errno("cannot release the sandbox");
-    b.sync.wr.reset();
+    // sync.wr stays open while the front end lives: the init checks it for a hang-up.
     st.report = std::move(b.report.rd);
     return st;
 }
@@ -478,20 +497,40 @@ bool wait_exit(int pidfd, double seconds) {
     return ::poll(&p, 1, static_cast<int>(seconds * 1000)) == 1;
 }
 
+// The sandbox's cgroup, when it has limits or stats were asked for. An explicit limit on a host
+// without usable cgroup v2 is an error (locate() says what is missing).
+std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec) {
+    if (spec.resources.empty() && !spec.stats) return std::nullopt;
+    cgroup::Hierarchy where = cgroup::locate(cgroup::controllers_for(spec.resources));
+    return cgroup::Cgroup::create(where, spec.name, spec.resources);
+}
+
+// Reads what the cgroup saw, then kills anything left in it and removes it.
+void finish_cgroup(const cgroup::Cgroup& cg, const SandboxSpec& spec, RunResult& result) {
+    cgroup::Stats st = cg.stats();
+    if (spec.stats) result.stats = cgroup::format_stats(st);
+    if (st.oom_kills > 0 && result.exit_code == 128 + SIGKILL) result.note = cgroup::oom_message(spec.resources);
+    cg.kill();
+    if (!cg.remove()) log::warn("cannot remove cgroup " + cg.path() + "; the next hutch run removes it");
+}
+
 }  // namespace
 
-int run_sandbox(const SandboxSpec& spec, const Paths& paths) {
+RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths) {
     check_bind_sources(spec);
     check_layers(spec);
     Security security = resolve_security(spec, paths);
     auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
     state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
-    int code = kExitHutchError;
+    RunResult result;
     std::optional<Error> error;
+    std::optional<cgroup::Cgroup> cg;
     try {
+        cg = make_cgroup(spec);
         BlockedSignals blocked;
         Birth birth;
         prepare_birth(birth, spec, security, scratch);
+        if (cg) birth.cgroup_fd = cg->fd();
         Started st = give_birth(birth);
         birth.host = mounts::HostSide();
         UniqueFd master;
@@ -507,16 +546,18 @@ int run_sandbox(const SandboxSpec& spec, const Paths& paths) {
         sup.name = spec.name;
         int pidfd = st.pidfd.get();
         sup.teardown = [pidfd] { pidfd_send_signal(pidfd, init::teardown_signal(), nullptr, 0); };
-        code = supervise(sup);
+        result.exit_code = supervise(sup);
+        result.timed_out = sup.timed_out;
         rethrow_reported(st.report.get());
     } catch (const Error& e) {
         error = e;
     }
+    if (cg) finish_cgroup(*cg, spec, result);
     state::remove_scratch(scratch.dir, spec.idmap);
     if (error) throw *error;
-    // The init may still be in exit(2); it has PDEATHSIG and no process left, so a caller that
-    // exits now loses nothing, and a long-lived caller reaps it with its other children.
-    return code;
+    // Without a cgroup the init may still be in exit(2); it has PDEATHSIG and no process left, so
+    // a caller that exits now loses nothing, and a long-lived caller reaps it with its others.
+    return result;
 }
 
 void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
@@ -525,12 +566,22 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
     Security security = resolve_security(spec, paths);
     state::Scratch scratch = state::open_scratch(paths, spec.name);
     if (state::load_live(paths, spec.name)) fail("sandbox is already running", spec.name, "see 'hutch ps'");
-    BlockedSignals blocked;
-    Birth birth;
-    prepare_birth(birth, spec, security, scratch);
-    Started st = give_birth(birth);
-    wait_ready(st);
-    state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid)});
+    std::optional<cgroup::Cgroup> cg = make_cgroup(spec);
+    try {
+        BlockedSignals blocked;
+        Birth birth;
+        prepare_birth(birth, spec, security, scratch);
+        if (cg) birth.cgroup_fd = cg->fd();
+        Started st = give_birth(birth);
+        wait_ready(st);
+        state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid), cg ? cg->path() : ""});
+    } catch (...) {
+        if (cg) {
+            cg->kill();
+            cg->remove();
+        }
+        throw;
+    }
 }
 
 void create_sandbox(const SandboxSpec& spec, const Paths& paths) {
@@ -555,7 +606,7 @@ void create_sandbox(const SandboxSpec& spec, const Paths& paths) {
     }
 }
 
-int exec_in_sandbox(const Paths& paths, const std::string& name, const ProcessSpec& process) {
+RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const ProcessSpec& process) {
     SandboxSpec spec = state::load_config(paths, name);
     auto live = state::load_live(paths, name);
     if (!live) fail("sandbox is not running", name, "start it with 'hutch start " + name + "'");
@@ -571,12 +622,18 @@ int exec_in_sandbox(const Paths& paths, const std::string& name, const ProcessSp
     if (proc.cwd.empty()) proc.cwd = spec.process.cwd;
     if (proc.rlimits.empty()) proc.rlimits = spec.process.rlimits;
     Security security = resolve_security(spec, paths);
+    // Opened while host paths are still reachable; the command is born in it, under the limits.
+    std::optional<cgroup::Cgroup> cg;
+    if (!live->cgroup.empty() && !(cg = cgroup::Cgroup::open(live->cgroup)))
+        fail("the sandbox's cgroup is gone", live->cgroup, "restart the sandbox: hutch stop " + name + " && hutch start " + name);
+    uint64_t ooms_before = cg ? cg->stats().oom_kills : 0;
 
     BlockedSignals blocked;
     Pipe report = Pipe::make();
-    // Joining every namespace at once through the pidfd; this process becomes the command's parent
-    // and, from here on, sees only the sandbox's filesystem.
-    if (::setns(init_fd.get(), static_cast<int>(kNamespaces)) != 0)
+    // Joining the namespaces at once through the pidfd; this process becomes the command's parent
+    // and, from here on, sees only the sandbox's filesystem. The cgroup namespace waits: a process
+    // inside it could not place the command into the sandbox's cgroup from where we are.
+    if (::setns(init_fd.get(), static_cast<int>(kCloneNamespaces)) != 0)
         throw_errno("cannot join the sandbox's namespaces", name);
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     pty::Pair tty;
@@ -589,9 +646,17 @@ int exec_in_sandbox(const Paths& paths, const std::string& name, const ProcessSp
     args.flags = CLONE_PIDFD;
     args.pidfd = reinterpret_cast<uint64_t>(&child_pidfd);
     args.exit_signal = SIGCHLD;
+    if (cg) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = static_cast<uint64_t>(cg->fd());
+    }
     pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
     if (pid < 0) throw_errno("cannot fork the command", name);
     if (pid == 0) {
+        if (::setns(init_fd.get(), CLONE_NEWCGROUP) != 0) {
+            report_failure(report.wr.get(), kExitHutchError, Error::format("cannot join the sandbox's cgroup namespace", name, errno, ""));
+            ::_exit(kExitHutchError);
+        }
         ProcessContext ctx;
         ctx.process = &proc;
         ctx.idmap = &spec.idmap;
@@ -615,9 +680,13 @@ int exec_in_sandbox(const Paths& paths, const std::string& name, const ProcessSp
     sup.name = name;
     int cfd = child.get();
     sup.teardown = [cfd] { pidfd_send_signal(cfd, SIGKILL, nullptr, 0); };
-    int code = supervise(sup);
+    RunResult result;
+    result.exit_code = supervise(sup);
+    result.timed_out = sup.timed_out;
     rethrow_reported(report.rd.get());
-    return code;
+    if (cg && result.exit_code == 128 + SIGKILL && cg->stats().oom_kills > ooms_before)
+        result.note = cgroup::oom_message(spec.resources);
+    return result;
 }
 
 void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
@@ -634,6 +703,11 @@ void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
         pidfd_send_signal(fd.get(), SIGKILL, nullptr, 0);
         wait_exit(fd.get(), 10);
     }
+    if (!live->cgroup.empty())
+        if (auto cg = cgroup::Cgroup::open(live->cgroup)) {
+            cg->kill();  // exec'd processes are not the init's children: they may still be there
+            if (!cg->remove()) log::warn("cannot remove cgroup " + cg->path());
+        }
     state::remove_live(paths, name);
 }
 

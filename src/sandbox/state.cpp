@@ -11,6 +11,7 @@
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
+#include "hutch/sandbox/cgroup.hpp"
 #include "hutch/sandbox/idmap.hpp"
 
 namespace hutch {
@@ -21,10 +22,12 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(IdMap, uids, gids, use_helpers, 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(BindMount, source, destination, read_only)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TmpfsMount, destination, options)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Rlimit, resource, soft, hard)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Resources, memory, memory_swap, pids, cpus, cpu_weight, io_weight,
+                                                device_read_bps, device_write_bps)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ProcessSpec, argv, env, cwd, user, tty, stdin_open, cap_add,
                                                 cap_drop, rlimits)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SandboxSpec, name, hostname, rootfs, lower_dirs, read_only_root, binds, tmpfs,
-                                                idmap, seccomp_profile, process, timeout, persistent)
+                                                idmap, seccomp_profile, process, resources, stats, timeout, persistent)
 
 namespace state {
 
@@ -73,8 +76,11 @@ Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_
     }
     try {
         s.lock = FileLock::acquire(s.dir + "/lock");
+        // upper/ becomes the mode of the sandbox's "/" (0755, like an image's root); the sandbox
+        // directory around it stays 0700.
         for (const std::string& d : {s.upper(), s.work(), s.root()}) {
-            if (::mkdir(d.c_str(), 0700) != 0) throw_errno("cannot create directory", d);
+            if (::mkdir(d.c_str(), d == s.upper() ? 0755 : 0700) != 0) throw_errno("cannot create directory", d);
+            if (d == s.upper() && ::chmod(d.c_str(), 0755) != 0) throw_errno("cannot chmod", d);
             if (d != s.root() && ::chown(d.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", d);
         }
         // The sandbox's root (another uid when hutch runs as root) must reach its layers.
@@ -155,6 +161,7 @@ void sweep(const Paths& paths, const IdMap& map) {
     ::closedir(d);
     for (const auto& dir : stale) {
         try {
+            cgroup::remove_stale(dir.substr(dir.rfind('/') + 1));
             remove_scratch(dir, map);
         } catch (const Error&) {
             // A sweep is best effort; the next one tries again.
@@ -206,7 +213,7 @@ unsigned long long process_start_time(pid_t pid) {
 }
 
 void save_live(const Paths& paths, const std::string& name, const Live& live) {
-    nlohmann::json j{{"pid", live.pid}, {"start_time", live.start_time}};
+    nlohmann::json j{{"pid", live.pid}, {"start_time", live.start_time}, {"cgroup", live.cgroup}};
     fs::write_file_atomic(live_path(paths, name), j.dump() + "\n");
 }
 
@@ -214,7 +221,7 @@ std::optional<Live> load_live(const Paths& paths, const std::string& name) {
     // The init's pid and start time are the truth: a pid alone could have been reused.
     try {
         auto j = nlohmann::json::parse(fs::read_file(live_path(paths, name)));
-        Live l{j.at("pid").get<pid_t>(), j.at("start_time").get<unsigned long long>()};
+        Live l{j.at("pid").get<pid_t>(), j.at("start_time").get<unsigned long long>(), j.value("cgroup", "")};
         if (l.pid <= 0 || process_start_time(l.pid) != l.start_time) return std::nullopt;
         return l;
     } catch (const std::exception&) {

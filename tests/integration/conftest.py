@@ -20,17 +20,14 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from hutchlib import ok, parse_status
+from hutchlib import HUTCH_BIN, POLICY_SRC, REPO, ROOTFS_SRC, ok, parse_status, sandbox_guard
 
-REPO = Path(__file__).resolve().parents[2]
-HUTCH_BIN = os.environ.get("HUTCH_BIN") or str(REPO / "build" / "hutch")
-ROOTFS_SRC = os.environ.get("HUTCH_DEFAULT_ROOTFS") or str(REPO / "build" / "rootfs" / "busybox")
-POLICY_SRC = os.environ.get("HUTCH_POLICY_DIR") or str(REPO / "policies")
 DOCKER_PROFILE_CANDIDATES = [
     Path("/work/shared/specs/docker-seccomp-default.json"),
     REPO.parent / "shared" / "specs" / "docker-seccomp-default.json",
@@ -282,6 +279,9 @@ class Hutch:
         }
         if "TERM" in os.environ:
             self.env["TERM"] = os.environ["TERM"]
+        # Prefix for scripts that write outside binds and tmpfs (see hutchlib.sandbox_guard).
+        assert world.dir.is_dir()
+        self.guard = sandbox_guard(str(world.dir))
 
     # The command line and environment of one invocation.
     def argv(self, *args, root: bool = True) -> list[str]:
@@ -384,3 +384,15 @@ def hroot(world) -> Hutch:
     hutch = _make_hutch(world, "root")
     yield hutch
     hutch.cleanup()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Skip reasons, grouped: one line per reason however many tests it skipped."""
+    counts: Counter = Counter()
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        counts[reason.removeprefix("Skipped: ")] += 1
+    if counts:
+        terminalreporter.section("skipped, by reason", sep="-")
+        for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            terminalreporter.line(f"SKIPPED [{n}] {reason}")

@@ -12,6 +12,12 @@ import termios
 import time
 from pathlib import Path
 
+# What is tested: the binary, the built-in base tree and the policies, as the environment names them.
+REPO = Path(__file__).resolve().parents[2]
+HUTCH_BIN = os.environ.get("HUTCH_BIN") or str(REPO / "build" / "hutch")
+ROOTFS_SRC = os.environ.get("HUTCH_DEFAULT_ROOTFS") or str(REPO / "build" / "rootfs" / "busybox")
+POLICY_SRC = os.environ.get("HUTCH_POLICY_DIR") or str(REPO / "policies")
+
 # Docker's default capability set minus NET_RAW: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID
 # SETUID SETPCAP NET_BIND_SERVICE SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
 DEFAULT_CAPS = 0x00000000A80405FB
@@ -26,6 +32,26 @@ USERNS_GUARD = (
     'read a b c < /proc/self/uid_map; '
     'if [ "$a $b $c" = "0 0 4294967295" ]; then echo NOT-IN-A-USER-NAMESPACE; exit 99; fi; '
 )
+
+# ... and that its / is the sandbox's root, not the host's: a directory that exists on the host for
+# the whole session (the tests' temporary directory) is not there, and pid 1 is hutch-init.
+# Scripts that write outside binds and tmpfs start with this (as h.guard), so that they cannot
+# touch the host even if isolation were broken.
+def sandbox_guard(host_only_path: str) -> str:
+    return USERNS_GUARD + (
+        f"if [ -e '{host_only_path}' ] || [ \"$(cat /proc/1/comm)\" != hutch-init ]; then "
+        "echo NOT-IN-THE-SANDBOX-ROOT; exit 98; fi; "
+    )
+
+
+GUARD_MARKERS = ("NOT-IN-A-USER-NAMESPACE", "NOT-IN-THE-SANDBOX-ROOT")
+
+
+def guarded(cp: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Fails when a guard above stopped the script: isolation is broken and the probe did not run."""
+    for m in GUARD_MARKERS:
+        assert m not in cp.stdout, f"isolation is broken ({m}); the probe was not run" + describe(cp)
+    return cp
 
 
 def describe(cp: subprocess.CompletedProcess) -> str:

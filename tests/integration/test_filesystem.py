@@ -3,15 +3,14 @@ import os
 import uuid
 from pathlib import Path
 
-from conftest import ROOTFS_SRC
-from hutchlib import ok
+from hutchlib import ROOTFS_SRC, guarded, ok
 
 
 def test_writes_never_reach_the_base(h):
     tag = uuid.uuid4().hex[:12]
     script = (f"echo x > /top-{tag} && mkdir /dir-{tag} && echo y > /etc/etc-{tag} && echo z >> /etc/passwd && "
               f"rm /etc/hostname && rm -r /usr && echo DONE")
-    cp = ok(h.sh(script))
+    cp = ok(guarded(h.sh(h.guard + script)))
     assert "DONE" in cp.stdout
     for tree in (h.root / "base" / "busybox", Path(h.world.rootfs), Path(ROOTFS_SRC)):
         assert tree.is_dir(), tree
@@ -76,7 +75,7 @@ def test_read_only_root_with_tmpfs(h):
               "if touch /tmp/x; then echo CREATED-TMP; fi; "
               "touch /scratch/y && echo > /scratch/z && echo SCRATCH-OK; "
               "grep ' /scratch ' /proc/self/mountinfo")
-    cp = ok(h.sh("exec 2>&1; " + script, "--read-only", "--tmpfs", "/scratch"))
+    cp = ok(guarded(h.sh("exec 2>&1; " + h.guard + script, "--read-only", "--tmpfs", "/scratch")))
     assert "CREATED-ROOT" not in cp.stdout and "CREATED-TMP" not in cp.stdout, cp.stdout
     assert "Read-only file system" in cp.stdout, cp.stdout
     assert "SCRATCH-OK" in cp.stdout, cp.stdout
@@ -84,13 +83,14 @@ def test_read_only_root_with_tmpfs(h):
 
 
 def test_tmpfs_without_read_only(h):
-    cp = ok(h.sh("echo hi > /cache/f && cat /cache/f; grep ' /cache ' /proc/self/mountinfo", "--tmpfs", "/cache"))
+    cp = ok(guarded(h.sh(h.guard + "echo hi > /cache/f && cat /cache/f; grep ' /cache ' /proc/self/mountinfo",
+                         "--tmpfs", "/cache")))
     assert cp.stdout.startswith("hi\n") and " - tmpfs " in cp.stdout, cp.stdout
 
 
 def test_layer_is_removed_after_run(h):
-    cp = ok(h.sh("dd if=/dev/zero of=/big bs=1024 count=256 2>/dev/null; mkdir -p /a/b/c; touch /a/b/c/d; "
-                 "chmod 000 /a/b; echo DONE", "--name", "layered"))
+    cp = ok(guarded(h.sh(h.guard + "dd if=/dev/zero of=/big bs=1024 count=256 2>/dev/null; mkdir -p /a/b/c; touch /a/b/c/d; "
+                 "chmod 000 /a/b; echo DONE", "--name", "layered")))
     assert "DONE" in cp.stdout
     assert not (h.root / "sandboxes" / "layered").exists()
     assert h.sandbox_dirs() == []

@@ -4,8 +4,6 @@ import re
 import socket
 import uuid
 
-import pytest
-
 from hutchlib import ok, parse_idmap
 
 

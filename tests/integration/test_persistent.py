@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from hutchlib import (CAP_NET_RAW, DEFAULT_CAPS, alive, assert_hutch_error, caps_of, descendants, describe, ok,
-                      parse_status, proc_stat, wait_until)
+from hutchlib import (CAP_NET_RAW, DEFAULT_CAPS, alive, assert_hutch_error, caps_of, descendants, describe,
+                      guarded, ok, parse_status, proc_stat, wait_until)
 
 
 def create(h, name, *opts):
@@ -38,7 +38,8 @@ def sandbox_processes(pid: int) -> dict:
 def test_create_and_exec_share_the_layer(h):
     create(h, "box")
     assert (h.root / "sandboxes" / "box").is_dir()
-    ok(h("exec", "box", "--", "sh", "-c", "echo hello > /data.txt; mkdir -p /srv/x; echo deeper > /srv/x/y"))
+    ok(guarded(h("exec", "box", "--", "sh", "-c",
+                 h.guard + "echo hello > /data.txt; mkdir -p /srv/x; echo deeper > /srv/x/y")))
     cp = ok(h("exec", "box", "sh", "-c", "cat /data.txt /srv/x/y; hostname; cat /proc/1/comm"))
     assert cp.stdout.split() == ["hello", "deeper", "box", "hutch-init"]
     # An exec's environment, working directory and user.
@@ -58,7 +59,6 @@ def test_exec_cannot_escape_the_sandbox_restrictions(h):
     assert st["NoNewPrivs"] == "1"
     assert caps_of(st, "CapEff") == want, f"CapEff {st['CapEff']}: --cap-add at create must apply to exec"
     assert caps_of(st, "CapBnd") == want, f"CapBnd {st['CapBnd']}"
-    assert st["Seccomp"] == "2", f"Seccomp: {st['Seccomp']} in exec"
     # exec takes no capability or security options of its own.
     cp = h("exec", "--cap-add", "ALL", "locked", "true")
     assert_hutch_error(cp, "--cap-add")
@@ -67,6 +67,7 @@ def test_exec_cannot_escape_the_sandbox_restrictions(h):
     # Same pid namespace as the sandbox, not the host's.
     cp = ok(h("exec", "locked", "sh", "-c", "ls /proc | grep -cE '^[0-9]+$'"))
     assert int(cp.stdout) < 10, cp.stdout
+    assert st["Seccomp"] == "2", f"Seccomp: {st['Seccomp']} in exec"
 
 
 def test_exec_after_cap_drop_all(h):
@@ -104,7 +105,7 @@ def test_ps_and_inspect(h):
 
 def test_stop_start_keeps_the_layer(h):
     create(h, "keeper")
-    ok(h("exec", "keeper", "sh", "-c", "echo persisted > /state; sleep 100 >/dev/null 2>&1 &"))
+    ok(guarded(h("exec", "keeper", "sh", "-c", h.guard + "echo persisted > /state; sleep 100 >/dev/null 2>&1 &")))
     pid = inspect(h, "keeper")["state"]["pid"]
     procs = sandbox_processes(pid)
     assert any(st[0] == "sleep" for st in procs.values()), procs
@@ -130,9 +131,9 @@ def test_stop_start_keeps_the_layer(h):
 
 def test_rm(h):
     create(h, "doomed")
-    ok(h("exec", "doomed", "sh", "-c", "echo x > /file; sleep 100 >/dev/null 2>&1 &"))
     pid = inspect(h, "doomed")["state"]["pid"]
     procs = sandbox_processes(pid)
+    assert procs and procs[pid][0] == "hutch-init", procs
     # A running sandbox needs -f.
     cp = h("rm", "doomed")
     assert cp.returncode != 0 and "doomed" in cp.stderr, describe(cp)
@@ -145,9 +146,38 @@ def test_rm(h):
     assert h.ps_json() == []
     assert wait_until(lambda: not any(alive(p, st[3]) for p, st in procs.items()), 5), \
         f"processes survived rm -f: {procs}"
+    assert_hutch_error(h("exec", "doomed", "true"), "doomed")
     # The name is free again.
     create(h, "doomed")
-    assert h("exec", "doomed", "cat", "/file").returncode != 0
+    assert ps_status(h) == {"doomed": "running"}
+
+
+def test_rm_kills_what_exec_started(h):
+    create(h, "busy")
+    ok(guarded(h("exec", "busy", "sh", "-c", h.guard + "echo x > /file; sleep 100 >/dev/null 2>&1 &")))
+    pid = inspect(h, "busy")["state"]["pid"]
+    procs = sandbox_processes(pid)
+    assert any(st[0] == "sleep" for st in procs.values()), procs
+    ok(h("rm", "-f", "busy"))
+    assert not (h.root / "sandboxes" / "busy").exists()
+    assert wait_until(lambda: not any(alive(p, st[3]) for p, st in procs.items()), 5), \
+        f"processes survived rm -f: {procs}"
+
+
+def test_exec_into_stopped_sandbox(h):
+    create(h, "sleeper")
+    pid = inspect(h, "sleeper")["state"]["pid"]
+    start_time = proc_stat(pid)[3]
+    cp = ok(h("stop", "-t", "2", "sleeper"))
+    assert cp.stdout == "sleeper\n"
+    assert wait_until(lambda: not alive(pid, start_time), 5), "the init survived stop"
+    assert ps_status(h) == {"sleeper": "stopped"}
+    info = inspect(h, "sleeper")
+    assert info["state"]["status"] == "stopped"
+    assert_hutch_error(h("exec", "sleeper", "true"), "sleeper", "not running")
+    assert (h.root / "sandboxes" / "sleeper").is_dir()
+    ok(h("start", "sleeper"))
+    assert ps_status(h) == {"sleeper": "running"}
 
 
 def test_rm_stopped(h):

@@ -86,7 +86,7 @@ def test_env_file(h):
 def test_workdir(h):
     assert ok(h("run", "-w", "/tmp", "--", "pwd")).stdout == "/tmp\n"
     # A missing working directory is created, as docker does.
-    assert ok(h("run", "-w", "/new/work/dir", "--", "pwd")).stdout == "/new/work/dir\n"
+    assert ok(h("run", "-w", "/tmp/hutch-it-wd/new/dir", "--", "pwd")).stdout == "/tmp/hutch-it-wd/new/dir\n"
 
 
 def test_user_uid_gid(h):

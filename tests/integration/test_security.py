@@ -1,8 +1,10 @@
 """Privileges inside: no_new_privs, seccomp, capabilities, and what they deny."""
+import subprocess
+
 import pytest
 
-from hutchlib import (CAP_NET_BIND_SERVICE, CAP_NET_RAW, DEFAULT_CAPS, USERNS_GUARD, assert_hutch_error,
-                      caps_of, ok)
+from hutchlib import (CAP_NET_BIND_SERVICE, CAP_NET_RAW, DEFAULT_CAPS, assert_hutch_error,
+                      caps_of, guarded, ok, sandbox_guard)
 
 
 def needs_uid_1000(h):
@@ -74,22 +76,17 @@ def test_cap_add_one(h):
 
 def test_cap_drop_all_takes_effect(h):
     # Without CAP_DAC_OVERRIDE even uid 0 cannot read a file of mode 000.
-    script = USERNS_GUARD + "echo data > /f; chmod 000 /f; cat /f 2>&1; echo rc=$?"
-    cp = h.sh(script, "--cap-drop", "ALL")
-    assert "NOT-IN-A-USER-NAMESPACE" not in cp.stdout, "not in a user namespace: probe skipped"
-    ok(cp)
+    script = h.guard + "echo data > /f; chmod 000 /f; cat /f 2>&1; echo rc=$?"
+    cp = ok(guarded(h.sh(script, "--cap-drop", "ALL")))
     assert "Permission denied" in cp.stdout and "rc=1" in cp.stdout, cp.stdout
     # ... while the default set has it.
-    cp = ok(h.sh(script))
+    cp = ok(guarded(h.sh(script)))
     assert "data" in cp.stdout and "rc=0" in cp.stdout, cp.stdout
 
 
 def _probe(h, command, *opts):
     """Runs a command that the sandbox must deny; returns its combined output."""
-    cp = h.sh(USERNS_GUARD + f"{command} 2>&1; echo rc=$?", *opts)
-    assert "NOT-IN-A-USER-NAMESPACE" not in cp.stdout, (
-        "the sandbox is not in a user namespace; the probe was not run\n" + cp.stdout)
-    ok(cp)
+    cp = ok(guarded(h.sh(h.guard + f"{command} 2>&1; echo rc=$?", *opts)))
     return cp.stdout
 
 
@@ -158,3 +155,10 @@ def test_missing_profile(h):
     cp = h("run", "--security-opt", "seccomp=/nonexistent/profile.json", "--", "true")
     assert_hutch_error(cp, "/nonexistent/profile.json")
 
+
+
+def test_guard_detects_the_host(world):
+    # The guard that keeps probes from running outside a sandbox must itself trip on the host.
+    cp = subprocess.run(["sh", "-c", sandbox_guard(str(world.dir)) + "echo PROBE-RAN"],
+                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert "PROBE-RAN" not in cp.stdout and cp.returncode in (98, 99), cp.stdout

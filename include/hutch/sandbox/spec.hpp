@@ -50,6 +50,23 @@ struct Rlimit {
     uint64_t hard = 0;
 };
 
+// cgroup v2 limits of a sandbox (all optional). Docker's flag names and meanings.
+struct Resources {
+    int64_t memory = 0;       // --memory, bytes (memory.max); 0: none
+    int64_t memory_swap = 0;  // --memory-swap, memory + swap bytes; -1 unlimited swap; 0: not set
+    int64_t pids = 0;         // --pids-limit (pids.max); 0: none
+    double cpus = 0;          // --cpus (cpu.max quota over a 100 ms period); 0: none
+    int64_t cpu_weight = 0;   // --cpu-weight 1..10000 (cpu.weight)
+    int64_t io_weight = 0;    // --io-weight 1..10000 (io.weight)
+    std::vector<std::string> device_read_bps;   // "DEVICE:BYTES", e.g. /dev/vda:10m (io.max rbps)
+    std::vector<std::string> device_write_bps;  // (io.max wbps)
+
+    bool empty() const {
+        return memory == 0 && memory_swap == 0 && pids == 0 && cpus == 0 && cpu_weight == 0 && io_weight == 0 &&
+               device_read_bps.empty() && device_write_bps.empty();
+    }
+};
+
 // The process a sandbox runs (the first command, or an exec).
 struct ProcessSpec {
     std::vector<std::string> argv;
@@ -75,6 +92,8 @@ struct SandboxSpec {
     // Seccomp profile: a Docker-format JSON file, or "unconfined".
     std::string seccomp_profile;
     ProcessSpec process;
+    Resources resources;
+    bool stats = false;  // report peak memory, CPU time, pids and I/O at the end (--stats)
     // Seconds; 0 means no timeout.
     double timeout = 0;
     bool persistent = false;

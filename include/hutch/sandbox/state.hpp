@@ -49,6 +49,7 @@ void sweep(const Paths& paths, const IdMap& map);
 struct Live {
     pid_t pid = 0;
     unsigned long long start_time = 0;  // /proc/PID/stat field 22, to detect pid reuse
+    std::string cgroup;                 // the sandbox's cgroup directory, if it has one
 };
 
 void save_config(const Paths& paths, const SandboxSpec& spec);

@@ -1,0 +1,364 @@
+#include "hutch/sandbox/cgroup.hpp"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "hutch/core/duration.hpp"
+#include "hutch/core/error.hpp"
+#include "hutch/core/fs.hpp"
+
+namespace hutch::cgroup {
+
+namespace {
+
+constexpr const char* kDelegateHint =
+    "delegate controllers to your user: 'systemctl edit user@.service' with [Service] "
+    "Delegate=cpu cpuset io memory pids, then log in again; see 'hutch doctor'";
+
+bool is_cgroup2(const std::string& path) {
+    struct statfs st;
+    return ::statfs(path.c_str(), &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+std::string read_trimmed(const std::string& path) {
+    std::string s = fs::read_file(path);
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
+}
+
+std::vector<std::string> words(const std::string& s) {
+    std::istringstream in(s);
+    std::vector<std::string> out;
+    std::string w;
+    while (in >> w) out.push_back(w);
+    return out;
+}
+
+void write_file(const std::string& path, const std::string& value) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd || ::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size()))
+        throw_errno("cannot write '" + value + "' to", path);
+}
+
+// The cgroup2 mount. A hybrid host (v1 controllers at /sys/fs/cgroup, an empty v2 beside them)
+// is refused outright: its v2 part has no controllers, and v1 is never written.
+std::string find_mount() {
+    if (is_cgroup2("/sys/fs/cgroup")) return "/sys/fs/cgroup";
+    if (is_cgroup2("/sys/fs/cgroup/unified"))
+        fail("cgroup limits need a pure cgroup v2 host", "/sys/fs/cgroup",
+             "this host runs cgroups in hybrid mode (v1 controllers, an empty v2 at /sys/fs/cgroup/unified); "
+             "boot with systemd.unified_cgroup_hierarchy=1, or run without resource limits");
+    fail("cgroup limits need cgroup v2", "/sys/fs/cgroup",
+         "no cgroup2 filesystem is mounted there; boot with systemd.unified_cgroup_hierarchy=1, or run without "
+         "resource limits");
+}
+
+// Our own cgroup, from /proc/self/cgroup's "0::/path" line.
+std::string own_cgroup(const std::string& mount) {
+    std::istringstream in(fs::read_file("/proc/self/cgroup"));
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("0::", 0) == 0) return mount + (line.substr(3) == "/" ? "" : line.substr(3));
+    fail("cannot find this process's cgroup v2", "/proc/self/cgroup", kDelegateHint);
+}
+
+void require_controllers(const std::string& dir, const std::vector<std::string>& wanted, const char* hint) {
+    auto have = words(read_trimmed(dir + "/cgroup.controllers"));
+    for (const auto& c : wanted)
+        if (std::find(have.begin(), have.end(), c) == have.end())
+            fail("the " + c + " controller is not available", dir,
+                 std::string(hint) + " (available: " + (have.empty() ? "none" : read_trimmed(dir + "/cgroup.controllers")) + ")");
+}
+
+// Enables `wanted` for the children of `dir` (those not enabled yet).
+void enable_for_children(const std::string& dir, const std::vector<std::string>& wanted) {
+    auto enabled = words(read_trimmed(dir + "/cgroup.subtree_control"));
+    std::string add;
+    for (const auto& c : wanted)
+        if (std::find(enabled.begin(), enabled.end(), c) == enabled.end()) add += (add.empty() ? "+" : " +") + c;
+    if (add.empty()) return;
+    try {
+        write_file(dir + "/cgroup.subtree_control", add);
+    } catch (const Error& e) {
+        if (e.error_number() == EBUSY)
+            fail("cannot enable cgroup controllers: the cgroup holds processes", dir,
+                 "cgroup v2 allows controllers only for cgroups without processes of their own; run hutch in a scope "
+                 "of its own, e.g. 'systemd-run --user --scope -p Delegate=yes hutch ...'");
+        throw;
+    }
+}
+
+bool owned_by_us(const std::string& dir) {
+    struct stat st;
+    return ::stat(dir.c_str(), &st) == 0 && st.st_uid == ::geteuid() &&
+           ::access((dir + "/cgroup.procs").c_str(), W_OK) == 0;
+}
+
+// The highest ancestor of our own cgroup that we own: systemd's user@UID.service.
+std::string delegation_root(const std::string& mount) {
+    std::string dir = own_cgroup(mount);
+    if (!owned_by_us(dir))
+        fail("your cgroup is not delegated to you", dir, kDelegateHint);
+    for (;;) {
+        std::string up = dir.substr(0, dir.rfind('/'));
+        if (up.size() < mount.size() || !owned_by_us(up)) return dir;
+        dir = up;
+    }
+}
+
+// A delegation root that still holds processes cannot have controllers for its children. When the
+// only one is this process, step aside into a leaf of our own, as `systemd-run --scope` would.
+void make_room(const std::string& root) {
+    auto procs = words(read_trimmed(root + "/cgroup.procs"));
+    if (procs.empty()) return;
+    if (procs.size() == 1 && procs[0] == std::to_string(::getpid())) {
+        std::string leaf = root + "/hutch-front-" + std::to_string(::getpid());
+        if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create cgroup", leaf);
+        write_file(leaf + "/cgroup.procs", std::to_string(::getpid()));
+    }
+}
+
+std::string parent_for_root(const std::string& mount) {
+    const char* env = std::getenv("HUTCH_CGROUP_PARENT");
+    std::string parent = env && *env ? std::string(env) : mount + "/hutch";
+    if (parent.rfind(mount + "/", 0) != 0)
+        fail("HUTCH_CGROUP_PARENT must be inside the cgroup2 mount", parent, "e.g. " + mount + "/hutch");
+    return parent;
+}
+
+// Creates every directory from `from` (exclusive) down to `to`, enabling `wanted` for the
+// children of each, `to` included: sandboxes' cgroups are its children.
+void prepare_path(const std::string& from, const std::string& to, const std::vector<std::string>& wanted) {
+    std::string dir = from;
+    enable_for_children(dir, wanted);
+    while (dir != to) {
+        dir = to.substr(0, to.find('/', dir.size() + 1));
+        if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create cgroup", dir);
+        enable_for_children(dir, wanted);
+    }
+}
+
+uint64_t stat_field(const std::string& text, const std::string& key) {
+    std::istringstream in(text);
+    std::string k;
+    uint64_t v;
+    while (in >> k >> v)
+        if (k == key) return v;
+    return 0;
+}
+
+uint64_t read_number(const std::string& path) {
+    try {
+        return std::strtoull(read_trimmed(path).c_str(), nullptr, 10);
+    } catch (const Error&) {
+        return 0;
+    }
+}
+
+std::string read_or_empty(const std::string& path) {
+    try {
+        return fs::read_file(path);
+    } catch (const Error&) {
+        return {};
+    }
+}
+
+// "DEVICE:RATE" → "MAJ:MIN", bytes per second.
+std::pair<std::string, uint64_t> device_rate(const std::string& spec, const std::string& flag) {
+    size_t colon = spec.rfind(':');
+    if (colon == std::string::npos) fail("invalid " + flag, spec, "use DEVICE:RATE, e.g. /dev/vda:10m");
+    std::string dev = spec.substr(0, colon);
+    struct stat st;
+    if (::stat(dev.c_str(), &st) != 0) throw_errno("cannot use device for " + flag, dev);
+    if (!S_ISBLK(st.st_mode)) fail("not a block device", dev, flag + " needs a block device such as /dev/vda");
+    return {std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev)),
+            parse_size(spec.substr(colon + 1), flag)};
+}
+
+void write_limits(const std::string& dir, const Resources& r) {
+    if (r.memory > 0) write_file(dir + "/memory.max", std::to_string(r.memory));
+    if (r.memory > 0 || r.memory_swap != 0) {
+        // Docker's --memory-swap is memory plus swap; without it hutch allows no swap, so that a
+        // memory limit means what it says on hosts with swap too.
+        std::string swap = "0";
+        if (r.memory_swap < 0) swap = "max";
+        else if (r.memory_swap > 0) swap = std::to_string(std::max<int64_t>(0, r.memory_swap - r.memory));
+        if (fs::exists(dir + "/memory.swap.max")) write_file(dir + "/memory.swap.max", swap);
+    }
+    if (r.pids > 0) write_file(dir + "/pids.max", std::to_string(r.pids));
+    if (r.cpus > 0) {
+        const int64_t period = 100000;
+        auto quota = static_cast<int64_t>(std::llround(r.cpus * period));
+        write_file(dir + "/cpu.max", std::to_string(std::max<int64_t>(quota, 1000)) + " " + std::to_string(period));
+    }
+    if (r.cpu_weight > 0) write_file(dir + "/cpu.weight", std::to_string(r.cpu_weight));
+    if (r.io_weight > 0) write_file(dir + "/io.weight", "default " + std::to_string(r.io_weight));
+    for (const auto& d : r.device_read_bps) {
+        auto [dev, rate] = device_rate(d, "--device-read-bps");
+        write_file(dir + "/io.max", dev + " rbps=" + std::to_string(rate));
+    }
+    for (const auto& d : r.device_write_bps) {
+        auto [dev, rate] = device_rate(d, "--device-write-bps");
+        write_file(dir + "/io.max", dev + " wbps=" + std::to_string(rate));
+    }
+}
+
+std::string mib(uint64_t bytes) {
+    char buf[64];
+    if (bytes % (1024 * 1024) == 0) std::snprintf(buf, sizeof buf, "%llu MiB", static_cast<unsigned long long>(bytes >> 20));
+    else std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+    return buf;
+}
+
+}  // namespace
+
+std::vector<std::string> controllers_for(const Resources& r) {
+    std::vector<std::string> c;
+    if (r.memory || r.memory_swap) c.push_back("memory");
+    if (r.pids) c.push_back("pids");
+    if (r.cpus > 0 || r.cpu_weight) c.push_back("cpu");
+    if (r.io_weight || !r.device_read_bps.empty() || !r.device_write_bps.empty()) c.push_back("io");
+    return c;
+}
+
+Hierarchy locate(const std::vector<std::string>& controllers) {
+    Hierarchy h;
+    h.mount = find_mount();
+    if (::geteuid() == 0) {
+        h.parent = parent_for_root(h.mount);
+        require_controllers(h.mount, controllers, "this kernel does not offer it");
+        prepare_path(h.mount, h.parent, controllers);
+        return h;
+    }
+    std::string root = delegation_root(h.mount);
+    require_controllers(root, controllers, kDelegateHint);
+    make_room(root);
+    h.parent = root + "/hutch";
+    prepare_path(root, h.parent, controllers);
+    return h;
+}
+
+Cgroup Cgroup::create(const Hierarchy& where, const std::string& name, const Resources& limits) {
+    Cgroup cg;
+    cg.path_ = where.parent + "/" + name;
+    if (::mkdir(cg.path_.c_str(), 0755) != 0) {
+        if (errno != EEXIST) throw_errno("cannot create cgroup", cg.path_);
+        // Left by a crashed hutch of the same name (its scratch dir was swept already).
+        if (auto old = open(cg.path_)) {
+            old->kill();
+            old->remove();
+        }
+        if (::mkdir(cg.path_.c_str(), 0755) != 0) throw_errno("cannot create cgroup", cg.path_);
+    }
+    try {
+        write_limits(cg.path_, limits);
+        cg.fd_.reset(::open(cg.path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!cg.fd_) throw_errno("cannot open cgroup", cg.path_);
+    } catch (...) {
+        ::rmdir(cg.path_.c_str());
+        throw;
+    }
+    return cg;
+}
+
+std::optional<Cgroup> Cgroup::open(const std::string& path) {
+    Cgroup cg;
+    cg.path_ = path;
+    cg.fd_.reset(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cg.fd_) return std::nullopt;
+    return cg;
+}
+
+Stats Cgroup::stats() const {
+    Stats s;
+    s.memory_peak = read_number(path_ + "/memory.peak");
+    s.memory_current = read_number(path_ + "/memory.current");
+    std::string cpu = read_or_empty(path_ + "/cpu.stat");
+    s.cpu_usage_usec = stat_field(cpu, "usage_usec");
+    s.cpu_user_usec = stat_field(cpu, "user_usec");
+    s.cpu_system_usec = stat_field(cpu, "system_usec");
+    s.nr_throttled = stat_field(cpu, "nr_throttled");
+    s.pids_current = read_number(path_ + "/pids.current");
+    s.pids_peak = read_number(path_ + "/pids.peak");
+    std::istringstream io(read_or_empty(path_ + "/io.stat"));
+    std::string line;
+    while (std::getline(io, line)) {
+        std::istringstream f(line);
+        std::string w;
+        while (f >> w) {
+            if (w.rfind("rbytes=", 0) == 0) s.io_read_bytes += std::strtoull(w.c_str() + 7, nullptr, 10);
+            if (w.rfind("wbytes=", 0) == 0) s.io_write_bytes += std::strtoull(w.c_str() + 7, nullptr, 10);
+        }
+    }
+    s.oom_kills = stat_field(read_or_empty(path_ + "/memory.events"), "oom_kill");
+    s.pids_max_events = stat_field(read_or_empty(path_ + "/pids.events"), "max");
+    return s;
+}
+
+void Cgroup::kill() const {
+    if (fs::exists(path_ + "/cgroup.kill")) {
+        write_file(path_ + "/cgroup.kill", "1");
+        return;
+    }
+    // Before Linux 5.14: freeze so nothing forks while we kill, then thaw to let SIGKILL land.
+    write_file(path_ + "/cgroup.freeze", "1");
+    for (const auto& pid : words(read_or_empty(path_ + "/cgroup.procs"))) ::kill(std::stoi(pid), SIGKILL);
+    write_file(path_ + "/cgroup.freeze", "0");
+}
+
+bool Cgroup::remove() const {
+    for (int attempt = 0; attempt < 200; ++attempt) {
+        if (::rmdir(path_.c_str()) == 0 || errno == ENOENT) return true;
+        if (errno != EBUSY) return false;
+        // Processes leave a cgroup only at the very end of exit(2); wait for "populated 0".
+        UniqueFd ev(::open((path_ + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC));
+        if (!ev) return false;
+        struct pollfd p {ev.get(), POLLPRI, 0};
+        if (read_or_empty(path_ + "/cgroup.events").find("populated 0") == std::string::npos) ::poll(&p, 1, 10);
+    }
+    return false;
+}
+
+std::string oom_message(const Resources& r) {
+    return "out of memory: the sandbox reached its " + mib(static_cast<uint64_t>(r.memory)) + " memory limit";
+}
+
+std::string format_stats(const Stats& s) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "stats: peak memory %s, cpu %.3fs (user %.3fs, system %.3fs, throttled %llu times), pids peak %llu, "
+                  "io read %llu bytes, written %llu bytes",
+                  mib(s.memory_peak).c_str(), static_cast<double>(s.cpu_usage_usec) / 1e6,
+                  static_cast<double>(s.cpu_user_usec) / 1e6, static_cast<double>(s.cpu_system_usec) / 1e6,
+                  static_cast<unsigned long long>(s.nr_throttled), static_cast<unsigned long long>(s.pids_peak),
+                  static_cast<unsigned long long>(s.io_read_bytes), static_cast<unsigned long long>(s.io_write_bytes));
+    return buf;
+}
+
+void remove_stale(const std::string& name) {
+    try {
+        std::string mount = find_mount();
+        std::string parent = ::geteuid() == 0 ? parent_for_root(mount) : delegation_root(mount) + "/hutch";
+        if (auto cg = Cgroup::open(parent + "/" + name)) {
+            cg->kill();
+            cg->remove();
+        }
+    } catch (const Error&) {
+        // No usable cgroup v2 here: then no sandbox cgroup was ever created.
+    }
+}
+
+}  // namespace hutch::cgroup
