@@ -8,12 +8,15 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# build: compilers and libraries; run: busybox-static (the built-in base), uidmap (newuidmap);
+# test: python3-pytest, a registry and image tools for fixtures, user-mode-linux for cgroup v2;
+# bench: crun, bubblewrap, hyperfine.
 packages="
     build-essential meson ninja-build pkg-config
-    libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libarchive-dev
+    libseccomp-dev libcap-dev libarchive-dev libcurl4-openssl-dev
     libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev libcli11-dev libssl-dev
-    busybox-static uidmap procps iproute2 util-linux
-    python3 python3-pytest
+    busybox-static uidmap procps iproute2 util-linux tar gzip zstd
+    python3 python3-pytest docker-registry umoci skopeo apache2-utils
     crun bubblewrap hyperfine
 "
 missing=""
