@@ -65,6 +65,9 @@ int image_prune(const GlobalOptions& g);
 int system_df(const GlobalOptions& g, const std::string& format);
 int tag(const GlobalOptions& g, const std::string& source, const std::string& target);
 
+// Checks the host and explains what is missing (src/cli/doctor.cpp). Non-zero if something required is.
+int doctor(const GlobalOptions& g, const std::string& format);
+
 Paths prepare_paths(const GlobalOptions& g);
 
 }  // namespace hutch::cli

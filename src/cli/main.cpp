@@ -136,6 +136,10 @@ int main(int argc, char** argv) {
     rm->add_flag("-f,--force", force, "Stop running sandboxes first");
     rm->add_option("NAME", rm_names, "Sandbox names")->required();
 
+    auto* doctor = app.add_subcommand("doctor", "Check what this host offers hutch, and how to fix what is missing");
+    std::string doctor_format = "table";
+    doctor->add_option("--format", doctor_format, "table or json")->check(CLI::IsMember({"table", "json"}));
+
     auto* stats = app.add_subcommand("stats", "Show resource usage of running sandboxes");
     std::vector<std::string> stats_names;
     std::string stats_format = "table";
@@ -257,6 +261,7 @@ int main(int argc, char** argv) {
         if (rm->parsed()) return hutch::cli::rm(g, rm_names, force);
         if (inspect->parsed()) return hutch::cli::inspect(g, inspect_names);
         if (stats->parsed()) return hutch::cli::stats(g, stats_names, stats_format);
+        if (doctor->parsed()) return hutch::cli::doctor(g, doctor_format);
         if (images->parsed() || image_ls->parsed()) return hutch::cli::images(g, images_format, images_quiet);
         if (image_inspect->parsed()) return hutch::cli::image_inspect(g, image_refs);
         if (image_rm->parsed() || rmi->parsed()) return hutch::cli::rmi(g, image_refs, image_force);
