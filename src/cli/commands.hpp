@@ -41,6 +41,8 @@ struct SandboxOptions {
     int64_t pids_limit = 0, cpu_weight = 0, io_weight = 0;
     std::vector<std::string> device_read_bps, device_write_bps;
     bool stats = false;
+    std::string policy;   // --policy NAME|FILE (default: offline)
+    std::string network;  // --network none|egress (default: the policy's)
     bool rm = true;  // run always removes its sandbox; accepted for docker's muscle memory
     // [IMAGE] COMMAND [ARG...] as typed, "--" included when given.
     std::vector<std::string> args;
@@ -64,6 +66,10 @@ int rmi(const GlobalOptions& g, const std::vector<std::string>& refs, bool force
 int image_prune(const GlobalOptions& g);
 int system_df(const GlobalOptions& g, const std::string& format);
 int tag(const GlobalOptions& g, const std::string& source, const std::string& target);
+
+// Policies (src/cli/policy.cpp): validate a file; print the effective merged rules.
+int policy_check(const GlobalOptions& g, const std::string& file);
+int policy_show(const GlobalOptions& g, const std::string& name_or_file);
 
 // Checks the host and explains what is missing (src/cli/doctor.cpp). Non-zero if something required is.
 int doctor(const GlobalOptions& g, const std::string& format);

@@ -57,6 +57,9 @@ void add_sandbox_options(CLI::App* app, SandboxOptions& o) {
     repeatable(app, "--device-read-bps", o.device_read_bps, "Read rate limit DEVICE:RATE, e.g. /dev/vda:10m: io.max");
     repeatable(app, "--device-write-bps", o.device_write_bps, "Write rate limit DEVICE:RATE: io.max");
     app->add_flag("--stats", o.stats, "Report peak memory, CPU time, pids and I/O when the command ends");
+    app->add_option("--policy", o.policy, "Policy NAME (shipped) or FILE; default: offline");
+    app->add_option("--network", o.network, "none (loopback only) or egress (what the policy allows)")
+        ->check(CLI::IsMember({"none", "egress"}));
     app->add_flag("--rm", o.rm, "Remove the sandbox when the command exits (always on for run)");
     // Everything from the first positional on belongs to the command.
     app->prefix_command();
@@ -135,6 +138,14 @@ int main(int argc, char** argv) {
     bool force = false;
     rm->add_flag("-f,--force", force, "Stop running sandboxes first");
     rm->add_option("NAME", rm_names, "Sandbox names")->required();
+
+    auto* policy = app.add_subcommand("policy", "Check and show policies");
+    policy->require_subcommand(1);
+    std::string policy_arg;
+    auto* policy_check = policy->add_subcommand("check", "Validate a policy file");
+    policy_check->add_option("FILE", policy_arg, "Policy file")->required();
+    auto* policy_show = policy->add_subcommand("show", "Print the effective, merged policy");
+    policy_show->add_option("NAME|FILE", policy_arg, "Policy name or file (default: offline)");
 
     auto* doctor = app.add_subcommand("doctor", "Check what this host offers hutch, and how to fix what is missing");
     std::string doctor_format = "table";
@@ -262,6 +273,8 @@ int main(int argc, char** argv) {
         if (inspect->parsed()) return hutch::cli::inspect(g, inspect_names);
         if (stats->parsed()) return hutch::cli::stats(g, stats_names, stats_format);
         if (doctor->parsed()) return hutch::cli::doctor(g, doctor_format);
+        if (policy_check->parsed()) return hutch::cli::policy_check(g, policy_arg);
+        if (policy_show->parsed()) return hutch::cli::policy_show(g, policy_arg);
         if (images->parsed() || image_ls->parsed()) return hutch::cli::images(g, images_format, images_quiet);
         if (image_inspect->parsed()) return hutch::cli::image_inspect(g, image_refs);
         if (image_rm->parsed() || rmi->parsed()) return hutch::cli::rmi(g, image_refs, image_force);
