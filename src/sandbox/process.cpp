@@ -158,6 +158,10 @@ std::pair<int, std::string> read_failure(int fd) {
 void exec_process(const ProcessContext& ctx) {
     try {
         const ProcessSpec& p = *ctx.process;
+        // An exec'd process arrives with the host credentials of `hutch exec`: for root that uid
+        // is not mapped in the namespace, and files it made would be unownable. Be its root first.
+        if (!ctx.idmap->deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
+        if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
         reset_signals();
         setup_stdio(ctx);
         user::Resolved u = user::resolve(p.user, read_or_empty("/etc/passwd"), read_or_empty("/etc/group"));

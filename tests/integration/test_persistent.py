@@ -205,3 +205,15 @@ def test_create_with_binds_and_env(h):
     cp = ok(h("exec", "bound", "sh", "-c", 'cat in; echo "$FROM_CREATE"; pwd; echo out > /shared/out'))
     assert cp.stdout == "bound\nyes\n/shared\n"
     assert (d / "out").read_text() == "out\n"
+
+
+def test_exec_creates_files_as_the_sandbox_root(h):
+    """An exec'd command starts as the sandbox's root whatever the caller's host uid: it can
+    create its working directory and files there (root's exec arrives with an unmapped uid 0)."""
+    assert h("create", "--name", "wd", "-w", "/work").returncode == 0
+    try:
+        r = h("exec", "wd", "--", "sh", "-c", "echo data > notes && id -u && pwd && stat -c %u notes")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["0", "/work", "0"]
+    finally:
+        h("rm", "-f", "wd")
