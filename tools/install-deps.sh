@@ -16,7 +16,7 @@ packages="
     libseccomp-dev libcap-dev libarchive-dev libcurl4-openssl-dev
     libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev libcli11-dev libssl-dev
     busybox-static uidmap procps iproute2 util-linux tar gzip zstd
-    python3 python3-pytest docker-registry umoci skopeo apache2-utils
+    python3 python3-pytest docker-registry umoci skopeo apache2-utils user-mode-linux
     crun bubblewrap hyperfine
 "
 missing=""

@@ -41,8 +41,12 @@ struct SandboxOptions {
     int64_t pids_limit = 0, cpu_weight = 0, io_weight = 0;
     std::vector<std::string> device_read_bps, device_write_bps;
     bool stats = false;
+    std::string pull = "missing";  // --pull missing|always|never
+    std::string entrypoint;        // --entrypoint (set: replaces the image's; "": none)
+    bool entrypoint_set = false;
     std::string policy;   // --policy NAME|FILE (default: offline)
     std::string network;  // --network none|egress (default: the policy's)
+    bool quiet = false;   // --quiet: no summary of refused network attempts at exit
     bool rm = true;  // run always removes its sandbox; accepted for docker's muscle memory
     // [IMAGE] COMMAND [ARG...] as typed, "--" included when given.
     std::vector<std::string> args;

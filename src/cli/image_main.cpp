@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
 #include <signal.h>
+#include <sys/utsname.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -43,6 +44,21 @@ std::string familiar(const std::string& name) {
     }
 }
 
+// The platform images are pulled for unless --platform says otherwise: the machine's own, since
+// a sandbox runs them natively (linux/amd64 when the architecture has no OCI name we know).
+std::string host_platform() {
+    struct utsname u{};
+    if (::uname(&u) != 0) return "linux/amd64";
+    std::string m = u.machine;
+    if (m == "x86_64") return "linux/amd64";
+    if (m == "aarch64") return "linux/arm64";
+    if (m == "armv7l") return "linux/arm/v7";
+    if (m == "armv6l") return "linux/arm/v6";
+    if (m == "ppc64le" || m == "s390x" || m == "riscv64") return "linux/" + m;
+    if (m == "i686" || m == "i386") return "linux/386";
+    return "linux/amd64";
+}
+
 // Reads a line from the terminal with echo off (for a password prompt).
 std::string read_secret(const char* prompt) {
     std::fprintf(stderr, "%s", prompt);
@@ -69,9 +85,9 @@ std::string password_from_stdin() {
     return all;
 }
 
-int do_pull(const Globals& g, const std::string& source, PullOptions& opts) {
+int do_pull(const Globals& g, const std::string& source, PullOptions& opts, const std::vector<std::string>& names) {
     hutch::image::Store store = open_store(g);
-    hutch::image::ImageRecord rec = hutch::image::pull(store, hutch::idmap::for_caller(), source, opts);
+    hutch::image::ImageRecord rec = hutch::image::pull(store, hutch::idmap::for_caller(), source, opts, names);
     // Quiet: only what was pulled, for scripts (docker prints the reference too).
     if (opts.quiet) std::printf("%s\n", rec.names.empty() ? rec.id.c_str() : rec.names.front().c_str());
     return 0;
@@ -121,15 +137,19 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
 
     PullOptions opts;
+    opts.platform = host_platform();
     std::string source;
     auto* pull = app.add_subcommand("pull", "Pull an image: [docker://]REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
                                             "docker-archive:FILE[:REF]");
-    pull->add_option("--platform", opts.platform, "os/arch[/variant] to pick from a multi-platform image");
+    pull->add_option("--platform", opts.platform, "os/arch[/variant] to pick from a multi-platform image")
+        ->default_str(opts.platform);
     pull->add_flag("-q,--quiet", opts.quiet, "No progress; print the image's name");
     pull->add_option("--insecure-registry", opts.insecure_registries, "Talk plain HTTP to this registry (repeatable)")
         ->allow_extra_args(false)
         ->take_all();
     pull->add_option("SOURCE", source, "What to pull")->required();
+    std::vector<std::string> extra_names;
+    pull->add_option("--tag", extra_names, "Also name the image NAME (repeatable)")->allow_extra_args(false)->take_all();
 
     std::string load_file;
     auto* load = app.add_subcommand("load", "Load images from a docker save (or OCI) archive");
@@ -142,17 +162,17 @@ int main(int argc, char** argv) {
     save->add_option("-o,--output", save_file, "The archive to write")->required();
     save->add_option("IMAGE", save_refs, "Images")->required();
 
-    std::string login_host, login_user, login_password;
+    std::string login_host = "docker.io", login_user, login_password;
     bool password_stdin = false;
     auto* login = app.add_subcommand("login", "Log in to a registry (stores the credentials in the docker config)");
     login->add_option("-u,--username", login_user, "User name");
     login->add_option("-p,--password", login_password, "Password");
     login->add_flag("--password-stdin", password_stdin, "Read the password from stdin");
-    login->add_option("HOST", login_host, "Registry, e.g. localhost:5000")->required();
+    login->add_option("HOST", login_host, "Registry, e.g. localhost:5000 (default: docker.io)");
 
-    std::string logout_host;
+    std::string logout_host = "docker.io";
     auto* logout = app.add_subcommand("logout", "Remove a registry's credentials from the docker config");
-    logout->add_option("HOST", logout_host, "Registry")->required();
+    logout->add_option("HOST", logout_host, "Registry (default: docker.io)");
 
     try {
         app.parse(argc, argv);
@@ -175,7 +195,7 @@ int main(int argc, char** argv) {
             if (g.log_level == name) hutch::log::set_level(level);
         // Before any thread exists: libcurl's global state is not thread-safe to set up.
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        if (pull->parsed()) return do_pull(g, source, opts);
+        if (pull->parsed()) return do_pull(g, source, opts, extra_names);
         if (load->parsed()) return do_load(g, load_file, opts);
         if (save->parsed()) {
             hutch::image::Store store = open_store(g);

@@ -57,9 +57,14 @@ void add_sandbox_options(CLI::App* app, SandboxOptions& o) {
     repeatable(app, "--device-read-bps", o.device_read_bps, "Read rate limit DEVICE:RATE, e.g. /dev/vda:10m: io.max");
     repeatable(app, "--device-write-bps", o.device_write_bps, "Write rate limit DEVICE:RATE: io.max");
     app->add_flag("--stats", o.stats, "Report peak memory, CPU time, pids and I/O when the command ends");
+    app->add_option("--pull", o.pull, "Get the image: missing (default), always, never")
+        ->check(CLI::IsMember({"missing", "always", "never"}));
+    app->add_option("--entrypoint", o.entrypoint, "Replace the image's entrypoint (\"\" for none)")
+        ->each([&o](const std::string&) { o.entrypoint_set = true; });
     app->add_option("--policy", o.policy, "Policy NAME (shipped) or FILE; default: offline");
     app->add_option("--network", o.network, "none (loopback only) or egress (what the policy allows)")
         ->check(CLI::IsMember({"none", "egress"}));
+    app->add_flag("-q,--quiet", o.quiet, "Do not print the summary of refused network attempts at exit");
     app->add_flag("--rm", o.rm, "Remove the sandbox when the command exits (always on for run)");
     // Everything from the first positional on belongs to the command.
     app->prefix_command();
@@ -107,7 +112,7 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
 
     SandboxOptions run_opts, create_opts;
-    auto* run = app.add_subcommand("run", "Run a command in a new sandbox: [IMAGE | --rootfs DIR] [--] COMMAND [ARG...]");
+    auto* run = app.add_subcommand("run", "Run a command in a new sandbox: [IMAGE | --rootfs DIR] [--] [COMMAND [ARG...]]");
     add_sandbox_options(run, run_opts);
     auto* create = app.add_subcommand("create", "Create and start a persistent sandbox (needs --name)");
     add_sandbox_options(create, create_opts);

@@ -4,6 +4,7 @@
 
 #include "commands.hpp"
 #include "hutch/core/error.hpp"
+#include "hutch/net/egress.hpp"
 #include "hutch/sandbox/cgroup.hpp"
 #include "hutch/sandbox/launcher.hpp"
 #include "hutch/sandbox/state.hpp"
@@ -47,6 +48,10 @@ nlohmann::json describe(const Paths& paths, const std::string& name) {
             j["state"]["cgroup"] = live->cgroup;
             j["state"]["usage"] = usage(cg->stats());
         }
+    // --network egress: the rules enforced and what the init's refusal log holds.
+    policy::Egress egress = net::load_rules(paths, name);
+    j["network"] = {{"mode", egress.mode}};
+    if (egress.mode == "egress") j["network"]["refusals"] = nlohmann::json::parse(net::read_report(paths, name), nullptr, false);
     return j;
 }
 

@@ -1,17 +1,24 @@
 // run, create and exec: turning flags into a SandboxSpec.
+#include <fcntl.h>
 #include <linux/limits.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 
 #include "commands.hpp"
+#include "hutch_config.h"
 #include "hutch/core/duration.hpp"
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
-#include "hutch/sandbox/base.hpp"
+#include "hutch/image/reference.hpp"
+#include "hutch/policy/policy.hpp"
+#include "hutch/image/store.hpp"
+#include "hutch/policy/policy.hpp"
 #include "hutch/sandbox/idmap.hpp"
 #include "hutch/sandbox/launcher.hpp"
 #include "hutch/sandbox/spec.hpp"
@@ -20,11 +27,6 @@
 namespace hutch::cli {
 
 namespace {
-
-// The images hutch knows before it has an image store: the built-in base.
-bool is_builtin_image(const std::string& name) {
-    return name == "busybox" || name == "busybox:latest" || name == "hutch/busybox";
-}
 
 void check_env_entry(const std::string& e, const std::string& origin) {
     if (e.empty() || e[0] == '=') fail("invalid environment variable", origin + ": '" + e + "'", "use KEY=VALUE");
@@ -142,7 +144,99 @@ void apply_security_opts(SandboxSpec& spec, const std::vector<std::string>& opts
 }
 
 // Splits [IMAGE | --] COMMAND... into the root filesystem and the command.
-void resolve_root_and_command(const Paths& paths, SandboxSpec& spec, const SandboxOptions& o, bool need_command) {
+// Runs hutch-image (pull ...) and waits: the image code with its libraries stays out of this
+// process. Its own messages reach the terminal; a failure becomes an Error with its status.
+void run_image_helper(const GlobalOptions& g, std::vector<std::string> args, bool quiet) {
+    const char* env = std::getenv("HUTCH_IMAGE_HELPER");
+    std::string helper = env && *env ? env : HUTCH_IMAGE_HELPER;
+    std::vector<std::string> argv{helper};
+    if (!g.root.empty()) argv.insert(argv.end(), {"--root", g.root});
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("cannot fork the image helper");
+    if (pid == 0) {
+        // stdout belongs to the sandboxed command: progress goes to stderr, or nowhere when quiet
+        // (errors still reach stderr).
+        int out = quiet ? ::open("/dev/null", O_WRONLY | O_CLOEXEC) : STDERR_FILENO;
+        ::dup2(out, STDOUT_FILENO);
+        ::execv(helper.c_str(), cargv.data());
+        std::fprintf(stderr, "hutch: cannot run the image helper: %s: %s\n", helper.c_str(), std::strerror(errno));
+        ::_exit(kExitHutchError);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        throw Error("could not get image", args.back(), 0, "", kExitHutchError);
+}
+
+bool is_embedded_default(const std::string& name) {
+    try {
+        return image::Reference::parse(name).str() == "docker.io/library/busybox:latest";
+    } catch (const Error&) {
+        return false;
+    }
+}
+
+std::string embedded_layout() {
+    const char* env = std::getenv("HUTCH_DEFAULT_IMAGE_LAYOUT");
+    return env && *env ? env : HUTCH_DEFAULT_IMAGE_LAYOUT;
+}
+
+// Whether the first word after the options names an image rather than a command: an image in the
+// store, or something only a reference looks like (registry/repo, repo:tag, repo@digest).
+bool names_an_image(const image::Store& store, const std::string& word) {
+    if (word.empty() || word[0] == '/' || word[0] == '.' || word[0] == '-') return false;
+    if (is_embedded_default(word) || store.find(word)) return true;
+    if (word.find_first_of("/:@") == std::string::npos) return false;
+    try {
+        image::Reference::parse(word);
+        return true;
+    } catch (const Error&) {
+        return false;
+    }
+}
+
+// Finds the image in the store, getting it first as --pull says. The embedded default comes from
+// the OCI layout the build made, so `hutch run busybox` needs no registry.
+image::ImageRecord get_image(const GlobalOptions& g, const image::Store& store, const std::string& name,
+                             const std::string& pull) {
+    auto found = store.find(name);
+    if (found && pull != "always") return *found;
+    if (pull == "never") fail("no such image", name, "pull it first: hutch pull " + name);
+    if (is_embedded_default(name))
+        run_image_helper(g, {"pull", "-q", "--tag", "busybox:latest", "oci:" + embedded_layout() + ":latest"}, true);
+    else
+        run_image_helper(g, {"pull", name}, false);
+    found = store.find(name);
+    if (!found) fail("image not found after pulling it", name);
+    return *found;
+}
+
+// The image's Entrypoint, Cmd, Env, WorkingDir and User under what the flags say (docker's rules).
+void apply_image_config(const image::Config& c, const SandboxOptions& o, std::vector<std::string> args,
+                        SandboxSpec& spec, bool need_command) {
+    ProcessSpec& p = spec.process;
+    std::vector<std::string> env = c.env;
+    env.insert(env.end(), p.env.begin(), p.env.end());
+    p.env = env;
+    std::vector<std::string> entrypoint = c.entrypoint;
+    if (o.entrypoint_set) entrypoint = o.entrypoint.empty() ? std::vector<std::string>{} : std::vector<std::string>{o.entrypoint};
+    std::vector<std::string> cmd = args.empty() && !o.entrypoint_set ? c.cmd : args;
+    p.argv = entrypoint;
+    p.argv.insert(p.argv.end(), cmd.begin(), cmd.end());
+    if (p.argv.empty() && need_command)
+        fail("no command given", spec.rootfs, "the image has no Entrypoint or Cmd: hutch run IMAGE COMMAND [ARG...]");
+    if (p.cwd.empty()) p.cwd = c.working_dir;
+    if (p.user.empty()) p.user = c.user;
+}
+
+// Splits [IMAGE | --rootfs DIR] [--] COMMAND... into the root filesystem and the command.
+void resolve_root_and_command(const GlobalOptions& g, const Paths& paths, SandboxSpec& spec, const SandboxOptions& o,
+                              bool need_command) {
     std::vector<std::string> args = o.args;
     bool explicit_dashes = !args.empty() && args[0] == "--";
     if (explicit_dashes) args.erase(args.begin());
@@ -153,20 +247,44 @@ void resolve_root_and_command(const Paths& paths, SandboxSpec& spec, const Sandb
         spec.rootfs = resolved;
         if (::geteuid() == 0) fs::require_searchable(spec.rootfs, "--rootfs");
         spec.lower_dirs = {spec.rootfs};
-    } else {
-        if (!explicit_dashes && !args.empty() && is_builtin_image(args[0])) args.erase(args.begin());
-        spec.rootfs = "busybox";
-        spec.lower_dirs = {base::ensure_default(paths, spec.idmap)};
+        if (!args.empty() && args[0] == "--") args.erase(args.begin());
+        if (args.empty() && need_command)
+            fail("no command given", "", "hutch run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
+        spec.process.argv = args;
+        return;
+    }
+    image::Store store(paths);
+    std::string name = "busybox";
+    if (!explicit_dashes && !args.empty() && names_an_image(store, args[0])) {
+        name = args[0];
+        args.erase(args.begin());
     }
     if (!args.empty() && args[0] == "--") args.erase(args.begin());
-    if (args.empty() && need_command) {
-        if (o.rootfs.empty()) args = {"/bin/sh"};  // the base image's default command
-        else fail("no command given", "", "hutch run [OPTIONS] [--rootfs DIR] [--] COMMAND [ARG...]");
-    }
-    spec.process.argv = args;
+    image::ImageRecord img = get_image(g, store, name, o.pull);
+    spec.rootfs = name;
+    spec.image = img.id;
+    spec.lower_dirs = store.lower_dirs(img);
+    if (spec.lower_dirs.empty()) fail("the image has no layers", name, "an image needs at least one layer to run");
+    apply_image_config(store.config(img), o, args, spec, need_command);
 }
 
-SandboxSpec build_spec(const Paths& paths, const SandboxOptions& o, bool persistent) {
+// The policy (--policy, default offline) under the admin's ceiling fills defaults and refuses what
+// exceeds a ceiling. It runs before the image's config is applied: the image's own environment
+// is not the user's to pass through, so env.allowed must not judge it.
+void apply_policy(const SandboxOptions& o, SandboxSpec& spec) {
+    policy::Policy pol = policy::load(o.policy.empty() ? "offline" : o.policy);
+    std::optional<policy::Policy> admin = policy::load_admin();
+    policy::Explicit given;
+    given.memory = !o.memory.empty();
+    given.pids = o.pids_limit != 0;
+    given.cpus = !o.cpus.empty();
+    given.timeout = !o.timeout.empty();
+    given.network = !o.network.empty();
+    for (const auto& s : o.security_opts) given.seccomp = given.seccomp || s.rfind("seccomp", 0) == 0;
+    policy::apply(pol, admin, given, spec);
+}
+
+SandboxSpec build_spec(const GlobalOptions& g, const Paths& paths, const SandboxOptions& o, bool persistent) {
     SandboxSpec spec;
     spec.persistent = persistent;
     spec.name = o.name.empty() ? state::random_name() : o.name;
@@ -207,8 +325,19 @@ SandboxSpec build_spec(const Paths& paths, const SandboxOptions& o, bool persist
     r.device_read_bps = o.device_read_bps;
     r.device_write_bps = o.device_write_bps;
     spec.stats = o.stats;
-    resolve_root_and_command(paths, spec, o, !persistent);
+    apply_policy(o, spec);
+    resolve_root_and_command(g, paths, spec, o, !persistent);
     return spec;
+}
+
+// What --network egress may reach, as the policy decides (--policy, --network, the admin's
+// ceiling); nullopt: loopback only. With neither flag no policy is read: the default (offline)
+// has no egress, and `hutch run` stays fast.
+std::optional<policy::Egress> egress_rules(const SandboxOptions& o) {
+    if (o.network == "none" || (o.network.empty() && o.policy.empty())) return std::nullopt;
+    policy::Egress e = policy::egress(policy::load(o.policy.empty() ? "offline" : o.policy), policy::load_admin(), o.network);
+    if (e.mode != "egress") return std::nullopt;
+    return e;
 }
 
 // Says why a run ended when hutch knows better than the bare status.
@@ -232,16 +361,20 @@ Paths prepare_paths(const GlobalOptions& g) {
 
 int run(const GlobalOptions& g, const SandboxOptions& o) {
     Paths paths = prepare_paths(g);
-    SandboxSpec spec = build_spec(paths, o, false);
-    return report(run_sandbox(spec, paths), spec);
+    std::optional<policy::Egress> egress = egress_rules(o);
+    SandboxSpec spec = build_spec(g, paths, o, false);
+    RunResult result = run_sandbox(spec, paths, egress ? &*egress : nullptr);
+    if (!result.egress.empty() && !o.quiet) std::fprintf(stderr, "hutch: %s\n", result.egress.c_str());
+    return report(result, spec);
 }
 
 int create(const GlobalOptions& g, const SandboxOptions& o) {
     if (o.name.empty()) fail("create needs --name", "", "hutch create --name NAME [OPTIONS] [IMAGE]");
     Paths paths = prepare_paths(g);
-    SandboxSpec spec = build_spec(paths, o, true);
+    std::optional<policy::Egress> egress = egress_rules(o);
+    SandboxSpec spec = build_spec(g, paths, o, true);
     spec.process.tty = false;  // ttys belong to each exec
-    create_sandbox(spec, paths);
+    create_sandbox(spec, paths, egress ? &*egress : nullptr);
     std::printf("%s\n", spec.name.c_str());
     return 0;
 }

@@ -66,7 +66,6 @@ void Paths::ensure() const {
     ensure_private_dir(storage, storage_mode);
     ensure_private_dir(sandboxes_state(), 0700);
     ensure_private_dir(sandboxes_storage(), storage_mode);
-    ensure_private_dir(bases(), storage_mode);
     if (::geteuid() == 0) fs::require_searchable(storage, "the store");
 }
 
@@ -75,9 +74,5 @@ std::string policy_dir() {
     return dir.empty() ? std::string(HUTCH_POLICY_DIR) : dir;
 }
 
-std::string default_rootfs_source() {
-    std::string dir = env_or_empty("HUTCH_DEFAULT_ROOTFS");
-    return dir.empty() ? std::string(HUTCH_DEFAULT_ROOTFS) : dir;
-}
 
 }  // namespace hutch

@@ -160,14 +160,6 @@ uint64_t stat_field(const std::string& text, const std::string& key) {
     return 0;
 }
 
-uint64_t read_number(const std::string& path) {
-    try {
-        return std::strtoull(read_trimmed(path).c_str(), nullptr, 10);
-    } catch (const Error&) {
-        return 0;
-    }
-}
-
 std::string read_or_empty(const std::string& path) {
     try {
         return fs::read_file(path);
@@ -175,6 +167,20 @@ std::string read_or_empty(const std::string& path) {
         return {};
     }
 }
+
+// Reads a file of the cgroup through its directory fd: `hutch exec` reads the sandbox's usage
+// after joining its mount namespace, where the host's cgroup paths do not exist.
+std::string read_at(int dirfd, const char* name) {
+    UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC));
+    if (!fd) return {};
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    return out;
+}
+
+uint64_t number_at(int dirfd, const char* name) { return std::strtoull(read_at(dirfd, name).c_str(), nullptr, 10); }
 
 // "DEVICE:RATE" → "MAJ:MIN", bytes per second.
 std::pair<std::string, uint64_t> device_rate(const std::string& spec, const std::string& flag) {
@@ -205,7 +211,12 @@ void write_limits(const std::string& dir, const Resources& r) {
         write_file(dir + "/cpu.max", std::to_string(std::max<int64_t>(quota, 1000)) + " " + std::to_string(period));
     }
     if (r.cpu_weight > 0) write_file(dir + "/cpu.weight", std::to_string(r.cpu_weight));
-    if (r.io_weight > 0) write_file(dir + "/io.weight", "default " + std::to_string(r.io_weight));
+    if (r.io_weight > 0) {
+        if (!fs::exists(dir + "/io.weight"))
+            fail("io.weight is not available", dir,
+                 "this kernel has no proportional I/O control (it needs BFQ or CONFIG_BLK_CGROUP_IOCOST); drop --io-weight");
+        write_file(dir + "/io.weight", "default " + std::to_string(r.io_weight));
+    }
     for (const auto& d : r.device_read_bps) {
         auto [dev, rate] = device_rate(d, "--device-read-bps");
         write_file(dir + "/io.max", dev + " rbps=" + std::to_string(rate));
@@ -284,16 +295,17 @@ std::optional<Cgroup> Cgroup::open(const std::string& path) {
 
 Stats Cgroup::stats() const {
     Stats s;
-    s.memory_peak = read_number(path_ + "/memory.peak");
-    s.memory_current = read_number(path_ + "/memory.current");
-    std::string cpu = read_or_empty(path_ + "/cpu.stat");
+    const int d = fd_.get();
+    s.memory_peak = number_at(d, "memory.peak");
+    s.memory_current = number_at(d, "memory.current");
+    std::string cpu = read_at(d, "cpu.stat");
     s.cpu_usage_usec = stat_field(cpu, "usage_usec");
     s.cpu_user_usec = stat_field(cpu, "user_usec");
     s.cpu_system_usec = stat_field(cpu, "system_usec");
     s.nr_throttled = stat_field(cpu, "nr_throttled");
-    s.pids_current = read_number(path_ + "/pids.current");
-    s.pids_peak = read_number(path_ + "/pids.peak");
-    std::istringstream io(read_or_empty(path_ + "/io.stat"));
+    s.pids_current = number_at(d, "pids.current");
+    s.pids_peak = number_at(d, "pids.peak");
+    std::istringstream io(read_at(d, "io.stat"));
     std::string line;
     while (std::getline(io, line)) {
         std::istringstream f(line);
@@ -303,8 +315,8 @@ Stats Cgroup::stats() const {
             if (w.rfind("wbytes=", 0) == 0) s.io_write_bytes += std::strtoull(w.c_str() + 7, nullptr, 10);
         }
     }
-    s.oom_kills = stat_field(read_or_empty(path_ + "/memory.events"), "oom_kill");
-    s.pids_max_events = stat_field(read_or_empty(path_ + "/pids.events"), "max");
+    s.oom_kills = stat_field(read_at(d, "memory.events"), "oom_kill");
+    s.pids_max_events = stat_field(read_at(d, "pids.events"), "max");
     return s;
 }
 

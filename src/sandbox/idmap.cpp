@@ -172,31 +172,41 @@ void write(pid_t pid, const IdMap& map) {
 }
 
 int run_as_sandbox_root(const IdMap& map, const std::function<int()>& fn) {
-    int sync[2];
-    if (::pipe2(sync, O_CLOEXEC) != 0) throw_errno("cannot create pipe");
-    UniqueFd rd(sync[0]), wr(sync[1]);
+    // fork() then unshare(), not clone(CLONE_NEWUSER): callers may have threads (parallel
+    // downloads), and only fork() runs libc's handlers that leave malloc's locks usable in the child.
+    int to_child[2], to_parent[2];
+    if (::pipe2(to_child, O_CLOEXEC) != 0) throw_errno("cannot create pipe");
+    UniqueFd child_rd(to_child[0]), parent_wr(to_child[1]);
+    if (::pipe2(to_parent, O_CLOEXEC) != 0) throw_errno("cannot create pipe");
+    UniqueFd parent_rd(to_parent[0]), child_wr(to_parent[1]);
     pid_t parent = ::getpid();
-    pid_t child = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
-    if (child < 0) throw_errno("cannot create a user namespace", "", "see 'hutch doctor'");
+    pid_t child = ::fork();
+    if (child < 0) throw_errno("cannot fork");
     if (child == 0) {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != parent) ::_exit(125);
-        wr.reset();
-        char c;
-        if (::read(rd.get(), &c, 1) != 1) ::_exit(125);
+        parent_wr.reset();
+        parent_rd.reset();
+        char c = ::unshare(CLONE_NEWUSER) == 0 ? 'u' : 'e';
+        if (::write(child_wr.get(), &c, 1) != 1 || c != 'u') ::_exit(125);
+        if (::read(child_rd.get(), &c, 1) != 1) ::_exit(125);
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) ::_exit(125);
         ::_exit(fn());
     }
-    rd.reset();
+    child_rd.reset();
+    child_wr.reset();
     int status = 0;
     try {
+        char c = 0;
+        if (::read(parent_rd.get(), &c, 1) != 1 || c != 'u')
+            fail("cannot create a user namespace", "", "see 'hutch doctor'");
         write(child, map);
     } catch (...) {
         ::kill(child, SIGKILL);
         ::waitpid(child, &status, 0);
         throw;
     }
-    if (::write(wr.get(), "1", 1) != 1) throw_errno("cannot signal helper process");
+    if (::write(parent_wr.get(), "1", 1) != 1) throw_errno("cannot signal helper process");
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

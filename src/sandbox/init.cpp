@@ -1,7 +1,9 @@
 #include "hutch/sandbox/init.hpp"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,7 +48,28 @@ static bool no_children_left() {
     return ::waitpid(-1, nullptr, WNOHANG) < 0 && errno == ECHILD;
 }
 
-int run(pid_t command, const std::function<void()>& before_exit) {
+// The next signal, as sigwaitinfo returns it; with a service, its fds are served meanwhile.
+static int next_signal(const sigset_t& all, Service* service) {
+    siginfo_t info;
+    if (!service) return ::sigwaitinfo(&all, &info);
+    static int sfd = ::signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) return ::sigwaitinfo(&all, &info);  // no signalfd: signals before service
+    for (;;) {
+        // The service's fds are served before a signal is returned: what was queued before the
+        // command's exit (its last refused connection) is handled before init leaves.
+        std::vector<struct pollfd> fds{{sfd, POLLIN, 0}};
+        for (int fd : service->fds()) fds.push_back({fd, POLLIN, 0});
+        int n = ::poll(fds.data(), fds.size(), service->timeout_ms());
+        if (n < 0 && errno != EINTR) return -1;
+        for (size_t i = 1; n > 0 && i < fds.size(); ++i)
+            if (fds[i].revents) service->ready(fds[i].fd);
+        service->tick();
+        struct signalfd_siginfo si;
+        if (::read(sfd, &si, sizeof si) == sizeof si) return static_cast<int>(si.ssi_signo);
+    }
+}
+
+int run(pid_t command, const std::function<void()>& before_exit, Service* service) {
     ::prctl(PR_SET_NAME, "hutch-init", 0, 0, 0);
     sigset_t all;
     sigfillset(&all);
@@ -54,8 +77,7 @@ int run(pid_t command, const std::function<void()>& before_exit) {
     const bool persistent = command < 0;
     bool terminating = false;
     for (;;) {
-        siginfo_t info;
-        int sig = ::sigwaitinfo(&all, &info);
+        int sig = next_signal(all, service);
         if (sig < 0) continue;
         if (sig == SIGCHLD) {
             if (reap(command, &status)) break;

@@ -37,12 +37,14 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <optional>
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fd.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/core/log.hpp"
+#include "hutch/net/egress.hpp"
 #include "hutch/sandbox/caps.hpp"
 #include "hutch/sandbox/cgroup.hpp"
 #include "hutch/sandbox/idmap.hpp"
@@ -151,6 +153,7 @@ struct Birth {
     struct winsize winsize {};
     bool have_winsize = false;
     int cgroup_fd = -1;  // the sandbox's cgroup (CLONE_INTO_CGROUP), or -1 without limits
+    net::Egress* egress = nullptr;  // --network egress: ruleset, DNS forwarder, refusal log
 };
 
 // Runs in the new namespaces as pid 1. Never returns.
@@ -182,6 +185,8 @@ struct Birth {
         struct {
             UniqueFd upper, work;
         } layers{open_path(b.host.upper), open_path(b.host.work)};
+        // libnftables must be loaded while the host's libraries are still visible.
+        if (b.egress) b.egress->sandbox_before_pivot(spec.idmap);
         mounts::make_private();
         mounts::Detached detached = mounts::prepare(spec, std::move(b.host.binds));
         mounts::enter_overlay_root(b.host);
@@ -189,6 +194,8 @@ struct Birth {
         if (::sethostname(spec.hostname.c_str(), spec.hostname.size()) != 0) throw_errno("cannot set hostname", spec.hostname);
         bring_up_loopback();
         mounts::finish(spec);
+        // Ruleset and DNS forwarder before the command exists; waits for pasta's routes.
+        if (b.egress) b.egress->sandbox_start();
 
         init::block_signals();
         if (spec.persistent) {
@@ -202,9 +209,12 @@ struct Birth {
             // A long-lived init keeps no host file descriptor (layers, locks, pipes): `hutch exec`
             // must be able to join it, which needs it dumpable, and a dumpable process's fds
             // are reachable by whoever may ptrace it.
-            ::syscall(SYS_close_range, 3U, ~0U, 0U);
+            // (The egress forwarder's sockets and report stay: the command cannot reach an
+            // init's fds without the init's capabilities, which it never holds.)
+            if (b.egress) b.egress->close_other_fds();
+            else ::syscall(SYS_close_range, 3U, ~0U, 0U);
             ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-            ::_exit(init::run(-1, nullptr));
+            ::_exit(init::run(-1, nullptr, b.egress ? b.egress->service() : nullptr));
         }
 
         pty::Pair tty;
@@ -232,7 +242,8 @@ struct Birth {
         // This init holds host directory fds (to empty the layers at the end): nothing in the
         // sandbox may read its memory or fds, even with CAP_SYS_PTRACE granted.
         ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-        int code = init::run(command, [&layers] { state::empty_layers(layers.upper.get(), layers.work.get()); });
+        int code = init::run(command, [&layers] { state::empty_layers(layers.upper.get(), layers.work.get()); },
+                             b.egress ? b.egress->service() : nullptr);
         // Tearing down the namespaces in exit(2) takes the kernel milliseconds; the front end
         // needs only the status, and every process of the sandbox is already gone.
         ssize_t ignored = ::write(b.status.wr.get(), &code, sizeof code);
@@ -516,7 +527,35 @@ void finish_cgroup(const cgroup::Cgroup& cg, const SandboxSpec& spec, RunResult&
 
 }  // namespace
 
-RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths) {
+// --network egress: the front end's half (src/net), and the spec the sandbox is born from, which
+// binds the forwarder's resolv.conf over /etc/resolv.conf.
+struct EgressSide {
+    std::unique_ptr<net::Egress> egress;
+    SandboxSpec spec;
+
+    EgressSide(const policy::Egress* rules, const SandboxSpec& s, const Security& security,
+               const std::string& scratch_dir, const std::string& report) {
+        if (!rules || rules->mode != "egress") return;
+        egress = std::make_unique<net::Egress>(*rules, s, scratch_dir, report);
+        egress->check_caps(security.caps);
+        spec = s;
+        spec.binds.push_back(egress->resolv_conf());
+    }
+    const SandboxSpec& of(const SandboxSpec& s) const { return egress ? spec : s; }
+    // pasta once the id maps are written; the sandbox is killed when it cannot start.
+    void start(const Started& st, bool outlive_caller) const {
+        if (!egress) return;
+        try {
+            egress->start_pasta(st.pid, outlive_caller);
+        } catch (...) {
+            pidfd_send_signal(st.pidfd.get(), SIGKILL, nullptr, 0);
+            ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(st.pidfd.get()), nullptr, WEXITED);
+            throw;
+        }
+    }
+};
+
+RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::Egress* egress_rules) {
     check_bind_sources(spec);
     check_layers(spec);
     Security security = resolve_security(spec, paths);
@@ -525,13 +564,17 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths) {
     RunResult result;
     std::optional<Error> error;
     std::optional<cgroup::Cgroup> cg;
+    std::optional<EgressSide> side;
     try {
         cg = make_cgroup(spec);
+        side.emplace(egress_rules, spec, security, scratch.dir, "");
         BlockedSignals blocked;
         Birth birth;
-        prepare_birth(birth, spec, security, scratch);
+        prepare_birth(birth, side->of(spec), security, scratch);
+        birth.egress = side->egress.get();
         if (cg) birth.cgroup_fd = cg->fd();
         Started st = give_birth(birth);
+        side->start(st, false);
         birth.host = mounts::HostSide();
         UniqueFd master;
         // The init sends the pty's master once /dev/pts exists; EOF if setup failed first.
@@ -548,10 +591,16 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths) {
         sup.teardown = [pidfd] { pidfd_send_signal(pidfd, init::teardown_signal(), nullptr, 0); };
         result.exit_code = supervise(sup);
         result.timed_out = sup.timed_out;
+        if (side->egress) result.egress = side->egress->finish();
         rethrow_reported(st.report.get());
     } catch (const Error& e) {
         error = e;
+        // The network did not come up: what pasta said is the reason.
+        if (side && side->egress && !side->egress->pasta_messages().empty())
+            error = Error(e.what_failed(), e.where(), e.error_number(), "pasta: " + side->egress->pasta_messages(),
+                          e.exit_code());
     }
+    side.reset();  // pasta is gone before the scratch directory is
     if (cg) finish_cgroup(*cg, spec, result);
     state::remove_scratch(scratch.dir, spec.idmap);
     if (error) throw *error;
@@ -568,11 +617,15 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
     if (state::load_live(paths, spec.name)) fail("sandbox is already running", spec.name, "see 'hutch ps'");
     std::optional<cgroup::Cgroup> cg = make_cgroup(spec);
     try {
+        policy::Egress rules = net::load_rules(paths, spec.name);
+        EgressSide side(&rules, spec, security, scratch.dir, net::report_path(paths, spec.name));
         BlockedSignals blocked;
         Birth birth;
-        prepare_birth(birth, spec, security, scratch);
+        prepare_birth(birth, side.of(spec), security, scratch);
+        birth.egress = side.egress.get();
         if (cg) birth.cgroup_fd = cg->fd();
         Started st = give_birth(birth);
+        side.start(st, true);
         wait_ready(st);
         state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid), cg ? cg->path() : ""});
     } catch (...) {
@@ -584,7 +637,7 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
     }
 }
 
-void create_sandbox(const SandboxSpec& spec, const Paths& paths) {
+void create_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::Egress* egress_rules) {
     check_bind_sources(spec);
     check_layers(spec);
     resolve_security(spec, paths);  // refuse a bad profile before anything is created
@@ -593,6 +646,7 @@ void create_sandbox(const SandboxSpec& spec, const Paths& paths) {
         state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
         try {
             state::save_config(paths, spec);
+            if (egress_rules && egress_rules->mode == "egress") net::save_rules(paths, spec.name, *egress_rules);
         } catch (...) {
             state::remove_scratch(scratch.dir, spec.idmap);
             throw;

@@ -26,7 +26,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Resources, memory, memory_swap, 
                                                 device_read_bps, device_write_bps)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ProcessSpec, argv, env, cwd, user, tty, stdin_open, cap_add,
                                                 cap_drop, rlimits)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SandboxSpec, name, hostname, rootfs, lower_dirs, read_only_root, binds, tmpfs,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SandboxSpec, name, hostname, rootfs, lower_dirs, image, read_only_root, binds, tmpfs,
                                                 idmap, seccomp_profile, process, resources, stats, timeout, persistent)
 
 namespace state {

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from hutchlib import HUTCH_BIN, POLICY_SRC, REPO, ROOTFS_SRC, ok, parse_status, sandbox_guard
+from hutchlib import HUTCH_BIN, IMAGE_HELPER_SRC, LAYOUT_SRC, POLICY_SRC, REPO, ROOTFS_SRC, ok, parse_status, sandbox_guard
 
 DOCKER_PROFILE_CANDIDATES = [
     Path("/work/shared/specs/docker-seccomp-default.json"),
@@ -222,8 +222,12 @@ def world():
         (d / "bin").mkdir(mode=0o755)
         shutil.copy2(HUTCH_BIN, d / "bin" / "hutch")
         (d / "bin" / "hutch").chmod(0o755)
+        shutil.copy2(IMAGE_HELPER_SRC, d / "bin" / "hutch-image")
+        (d / "bin" / "hutch-image").chmod(0o755)
         _copy_tree(ROOTFS_SRC, d / "rootfs")
         (d / "rootfs").chmod(0o755)
+        _copy_tree(LAYOUT_SRC, d / "busybox-oci")
+        subprocess.run(["chmod", "-R", "a+rX", str(d / "busybox-oci")], check=True)
         if os.path.isdir(POLICY_SRC):
             _copy_tree(POLICY_SRC, d / "policies")
         else:
@@ -275,6 +279,8 @@ class Hutch:
             "HOME": mode.home,
             "LANG": "C.UTF-8",
             "HUTCH_DEFAULT_ROOTFS": world.rootfs,
+            "HUTCH_DEFAULT_IMAGE_LAYOUT": str(world.dir / "busybox-oci"),
+            "HUTCH_IMAGE_HELPER": str(world.dir / "bin" / "hutch-image"),
             "HUTCH_POLICY_DIR": world.policies,
         }
         if "TERM" in os.environ:

@@ -16,6 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HUTCH_BIN = os.environ.get("HUTCH_BIN") or str(REPO / "build" / "hutch")
 ROOTFS_SRC = os.environ.get("HUTCH_DEFAULT_ROOTFS") or str(REPO / "build" / "rootfs" / "busybox")
+# The embedded default image (an OCI layout of the same tree) and the image helper beside hutch.
+LAYOUT_SRC = os.environ.get("HUTCH_DEFAULT_IMAGE_LAYOUT") or str(Path(ROOTFS_SRC).parent / "busybox-oci")
+IMAGE_HELPER_SRC = os.environ.get("HUTCH_IMAGE_HELPER") or str(Path(HUTCH_BIN).parent / "hutch-image")
 POLICY_SRC = os.environ.get("HUTCH_POLICY_DIR") or str(REPO / "policies")
 
 # Docker's default capability set minus NET_RAW: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID

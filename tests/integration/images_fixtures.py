@@ -31,6 +31,10 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
 def sha256(data: bytes) -> str:
@@ -219,9 +223,9 @@ class Layout:
         desc["platform"] = plat
         return desc
 
-    def make_index(self, manifests: list[dict]) -> dict:
-        data = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}).encode()
-        return {"mediaType": OCI_INDEX, "digest": self.put(data), "size": len(data)}
+    def make_index(self, manifests: list[dict], media_type=OCI_INDEX) -> dict:
+        data = json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}).encode()
+        return {"mediaType": media_type, "digest": self.put(data), "size": len(data)}
 
     def tag(self, desc: dict, tag: str) -> dict:
         idx = self.index()
@@ -402,6 +406,7 @@ class Proxy:
         self.counts: Counter = Counter()  # (method, path) → requests
         self.sent: Counter = Counter()    # path → body bytes sent
         self.throttle: dict[str, float] = {}  # substring of the path → bytes per second
+        self.no_length: set[str] = set()  # substrings of paths served without Content-Length
         self.lock = threading.Lock()
         proxy = self
 
@@ -420,9 +425,14 @@ class Proxy:
                 c.request(method, self.path, headers=headers)
                 r = c.getresponse()
                 self.send_response(r.status)
+                # Without Content-Length the body simply ends when the connection closes.
+                hide_length = any(k in self.path for k in proxy.no_length)
                 for k, v in r.getheaders():
-                    if k.lower() not in ("connection", "transfer-encoding"):
-                        self.send_header(k, v)
+                    if k.lower() in ("connection", "transfer-encoding"):
+                        continue
+                    if hide_length and k.lower() == "content-length":
+                        continue
+                    self.send_header(k, v)
                 self.send_header("Connection", "close")
                 self.end_headers()
                 rate = next((v for k, v in proxy.throttle.items() if k in self.path), None)

@@ -16,14 +16,11 @@ struct Paths {
     std::string sandboxes_state() const { return state + "/sandboxes"; }
     std::string sandboxes_storage() const { return storage + "/sandboxes"; }
     std::string cache() const { return storage + "/cache"; }
-    std::string bases() const { return storage + "/base"; }
     // Creates state and storage with mode 0700 (another user must not read them).
     void ensure() const;
 };
 
 // The directory of shipped policies (the default seccomp profile lives under it).
 std::string policy_dir();
-// The built-in busybox base tree produced by the build.
-std::string default_rootfs_source();
 
 }  // namespace hutch

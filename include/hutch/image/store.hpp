@@ -5,13 +5,25 @@
 //                                whiteouts are overlayfs whiteouts (0:0 char devices, and the
 //                                user.overlay.opaque xattr) so layers stack as overlay lowerdirs
 //   images.json                  names and ids of images (atomic rewrite under images.lock)
-//   tmp/                         partial downloads and unpacks; swept when their owner is gone
+//   tmp/                         partial downloads and unpacks, named <purpose>-<pid>-<start
+//                                time>-<random>; prune() sweeps those whose process is gone
+//   locks/                       blob-<hex>.lock, layer-<hex>.lock, and writers.lock: every Store
+//                                object that writes (blobs, temp dirs, blob/layer locks) holds
+//                                writers.lock shared from its first write until it is destroyed,
+//                                and prune() takes it exclusive, so a prune never deletes what a
+//                                pull has fetched but not yet recorded. Keep writing Store objects
+//                                as short-lived as the pull they serve.
+//   images.lock                  flock for images.json (shared to read, exclusive to rewrite)
 // Every write goes to tmp/ first and is renamed into place, so a killed pull or unpack leaves no
 // half layer and no dangling name. Per-blob and per-layer locks make two concurrent pulls of
 // images sharing layers download and unpack each layer once.
+// When the caller is root, layers/ and the layer directories are searchable by others (0711 or
+// the layer's own mode): root's sandboxes run as an unprivileged id range that looks its layers
+// up by path. Everything else is 0700.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +59,17 @@ struct DiskUsage {
     int64_t images = 0, image_bytes = 0;
     int64_t layers = 0, layer_bytes = 0, unreferenced_layers = 0;
     int64_t blobs = 0, blob_bytes = 0;
+    // What prune() would free: dangling (nameless) images, and the layers and blobs that no
+    // other image references once those are gone.
+    int64_t dangling_images = 0;
+    int64_t unreferenced_layer_bytes = 0;
+    int64_t unreferenced_blobs = 0, unreferenced_blob_bytes = 0;
+};
+
+// What remove() did, for `rmi` to report like docker.
+struct Removal {
+    std::vector<std::string> untagged;  // normalized names taken away
+    std::vector<std::string> deleted;   // ids of the image records deleted
 };
 
 class Store {
@@ -96,19 +119,28 @@ public:
     void publish_layer(const std::string& temp_dir, const std::string& diff_id);
 
     // Images.
-    // Records an image whose config and layers are all present; `names` are added (and moved
-    // away from any image that had them).
+    // Records an image whose manifest blob, config blob, layer blobs and unpacked layers (the
+    // config's diff_ids) are all present; throws naming what is missing. `names` are normalized and
+    // added (and moved away from any image that had them, which may leave it nameless).
     ImageRecord add_image(const std::string& manifest_digest, const std::string& config_digest,
                           const std::vector<std::string>& layer_digests, const std::vector<std::string>& names);
-    // By name ("busybox", "localhost:5000/x:1", normalized or familiar), full id, or id prefix (≥ 4 hex).
+    // By name ("busybox", "localhost:5000/x:1", normalized or familiar; NAME@DIGEST also matches
+    // an image of that repository pulled from the manifest DIGEST), full id, or id prefix (≥ 4 hex,
+    // with or without "sha256:"). A name wins over an id prefix, as in docker. Throws on an
+    // ambiguous prefix, and on text that is neither a valid reference nor a hex prefix.
     std::optional<ImageRecord> find(const std::string& name_or_id) const;
     std::vector<ImageRecord> list() const;
     Config config(const ImageRecord& image) const;
     void tag(const std::string& source, const std::string& target);
-    // Removes a name; the image goes when its last name does (or at once with `force` / by id).
-    // Returns the ids of removed images.
+    // By name: removes that name, and the image when it was its last. By id (or id prefix): removes
+    // the image and all its names; an image named in several repositories needs `force` (docker's
+    // rule). Throws "no such image" when nothing matches. Returns the ids of removed images.
+    // Layers and blobs stay until prune().
     std::vector<std::string> remove(const std::string& name_or_id, bool force);
-    // Deletes layers and blobs no image references, and stale tmp/ entries. Returns bytes freed.
+    Removal remove_detailed(const std::string& name_or_id, bool force);
+    // Deletes dangling (nameless) images like `docker image prune`, then the layers and blobs no
+    // image references, and stale tmp/ entries. Fails, deleting nothing, while another Store object
+    // is writing (a pull or load in progress). Returns the bytes freed.
     int64_t prune();
     DiskUsage disk_usage() const;
 
@@ -116,7 +148,11 @@ public:
     std::vector<std::string> lower_dirs(const ImageRecord& image) const;
 
 private:
+    // Takes writers.lock shared for this object (and its copies) if not held yet.
+    void hold_writers_lock() const;
+
     std::string root_;
+    mutable std::shared_ptr<FileLock> writers_lock_;
 };
 
 }  // namespace hutch::image

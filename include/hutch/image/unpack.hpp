@@ -15,7 +15,10 @@ namespace hutch::image {
 
 struct UnpackLimits {
     uint64_t max_bytes = 64ULL << 30;  // uncompressed size of one layer
-    double max_ratio = 1000.0;         // uncompressed / compressed; beyond this it is a bomb
+    double max_ratio = 1000.0;         // uncompressed / compressed; beyond this it is a bomb...
+    // ...once this much has come out: gzip reaches ~1000:1 on zero-filled files, which real
+    // layers have, so small layers are held to max_bytes alone.
+    uint64_t ratio_applies_above = 256ULL << 20;
 };
 
 struct UnpackResult {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,11 @@ struct Policy {
     // [env]: host variables passed through by name (and only these may be passed when set)
     std::vector<std::string> env_pass;
     std::optional<std::vector<std::string>> env_allowed;
+
+    // Where each key was last set: "limits.memory" -> "file:line:column". Messages name a ceiling
+    // and where it is set with it, and check_within() judges only what a file set (a key left at
+    // its default widens nothing).
+    std::map<std::string, std::string> origins;
 };
 
 // Loads NAME (a shipped policy under policy_dir(), e.g. "agent") or FILE, following includes.
@@ -83,5 +89,36 @@ void apply(const Policy& policy, const std::optional<Policy>& admin, const Expli
 
 // The effective, merged policy as TOML (for `hutch policy show`).
 std::string to_toml(const Policy& policy);
+
+// The egress of one sandbox, for the enforcer (net/): its mode, and the rules to enforce: the
+// policy's, plus the admin's deny rules (a name can resolve into an address the admin denies,
+// which no check made before the lookup can see).
+struct Egress {
+    std::string mode = "none";  // "none" or "egress"
+    std::vector<Rule> allow, deny;
+    bool icmp = false;
+};
+
+// network_flag is --network ("none", "egress", or empty when not given; then the policy's mode).
+// Refuses egress when the admin policy allows none, or when the policy allows no destination.
+Egress egress(const Policy& policy, const std::optional<Policy>& admin, const std::string& network_flag);
+
+// Whether `rules` let a sandbox reach a destination: deny rules first, then allow rules. host is
+// the name the sandbox looked up (empty for a bare address), addr the address (empty before the
+// lookup), proto "tcp", "udp" or "icmp" (port ignored).
+bool permits(const Egress& rules, const std::string& host, const std::string& addr, uint16_t port,
+             const std::string& proto);
+
+// What is wrong with a rule's destination; empty when it is valid. Host: a lowercase DNS name,
+// "*.suffix" or "*". CIDR: an IPv4 or IPv6 address with an optional /prefix, no host bits set.
+std::string host_problem(const std::string& host);
+std::string cidr_problem(const std::string& cidr);
+
+namespace detail {
+// Shared by load.cpp (the only file that sees toml++) and apply.cpp; not for other callers.
+// Checks what no single key can (defaults within ceilings, capabilities.add within allowed, ...)
+// and drops allow rules that a deny rule covers entirely.
+void finish_merged(Policy& merged);
+}  // namespace detail
 
 }  // namespace hutch::policy

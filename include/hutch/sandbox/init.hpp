@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <vector>
 
 #include <csignal>
 
@@ -16,10 +17,22 @@ inline int teardown_signal() { return SIGRTMIN + 1; }
 // Blocks every catchable signal in the calling process; init waits for them with sigwaitinfo.
 void block_signals();
 
+// Work init does between signals (the egress DNS forwarder and refusal log, src/net): init waits
+// on these fds as well and hands each readable one to ready(); tick() runs after every wake-up.
+class Service {
+public:
+    virtual ~Service() = default;
+    virtual std::vector<int> fds() = 0;
+    virtual void ready(int fd) = 0;
+    virtual int timeout_ms() = 0;  // -1: no timer
+    virtual void tick() = 0;
+};
+
 // Runs the init loop. `command` is the first command's pid, or -1 for a persistent sandbox that
 // idles until SIGTERM or the teardown signal. Returns the exit status to report: the command's
 // own, or 128+N if it was killed by signal N. `before_exit` runs after every process is gone.
-int run(pid_t command, const std::function<void()>& before_exit);
+// With a `service`, init polls a signalfd and the service's fds instead of sigwaitinfo.
+int run(pid_t command, const std::function<void()>& before_exit, Service* service = nullptr);
 
 // Encodes a wait(2) status the way shells do: the exit code, or 128+signal.
 int exit_code_of(int wait_status);

@@ -85,6 +85,7 @@ struct SandboxSpec {
     std::string hostname;  // defaults to name
     std::string rootfs;    // where the root comes from, as the user named it: an image or a directory
     std::vector<std::string> lower_dirs;  // the overlay's read-only layers, top first (never written)
+    std::string image;                    // the image's id when the root is an image
     bool read_only_root = false;
     std::vector<BindMount> binds;
     std::vector<TmpfsMount> tmpfs;

@@ -1,0 +1,127 @@
+"""cgroup v2 limits, as root and as a delegated user, inside the UML VM."""
+import json
+import os
+import signal
+import time
+
+from conftest import own_cgroup_parent
+
+# Holds ~100 MB in a shell variable: well past a 32m limit.
+HOG = "x=$(head -c 100000000 /dev/zero | tr '\\0' x); echo survived"
+
+
+def cgroup_of(name):
+    return os.path.join(own_cgroup_parent(), name)
+
+
+def test_memory_limit_ends_in_oom_with_a_message(h):
+    r = h("run", "--name", "oom", "--memory", "32m", "--", "sh", "-c", HOG)
+    assert r.returncode == 137, r
+    assert "hutch: out of memory: the sandbox reached its 32 MiB memory limit" in r.stderr
+    assert "survived" not in r.stdout
+    assert not os.path.exists(cgroup_of("oom"))
+
+
+def test_pids_limit_contains_a_fork_bomb_and_cleans_up(h):
+    bomb = "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; wait"
+    r = h("run", "--name", "bomb", "--pids-limit", "20", "--stats", "--timeout", "10s", "--", "sh", "-c", bomb)
+    # Either the shell gives up when fork fails, or the timeout ends it; it never gets 200 sleeps.
+    assert r.returncode in (2, 137), r
+    line = [l for l in r.stderr.splitlines() if l.startswith("hutch: stats:")][0]
+    peak = int(line.split("pids peak ")[1].split(",")[0])
+    assert 0 < peak <= 20, line
+    assert not os.path.exists(cgroup_of("bomb"))
+    # Nothing of it survives anywhere: no `sleep 30` left on the machine.
+    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == "sleep\x0030\x00"]
+    assert leftovers == []
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_pids_limit_hits_are_visible_in_inspect(h):
+    assert h("create", "--name", "pl", "--pids-limit", "5").returncode == 0
+    try:
+        h("exec", "pl", "--", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>/dev/null; true")
+        info = json.loads(h("inspect", "pl").stdout)[0]
+        assert info["state"]["usage"]["pids_limit_hits"] > 0, info["state"]
+    finally:
+        assert h("rm", "-f", "pl").returncode == 0
+    assert not os.path.exists(cgroup_of("pl"))
+
+
+def test_cpu_max_throttles(h):
+    busy = "end=$(( $(date +%s) + 2 )); while [ $(date +%s) -lt $end ]; do :; done"
+    r = h("run", "--cpus", "0.2", "--stats", "--", "sh", "-c", busy)
+    assert r.returncode == 0, r
+    line = [l for l in r.stderr.splitlines() if l.startswith("hutch: stats:")]
+    assert line, r.stderr
+    throttled = int(line[0].split("throttled ")[1].split(" ")[0])
+    assert throttled > 0, line[0]
+
+
+def test_exec_in_a_persistent_sandbox_is_bounded_by_its_limits(h):
+    assert h("create", "--name", "box", "--memory", "32m").returncode == 0
+    try:
+        r = h("exec", "box", "--", "sh", "-c", HOG)
+        assert r.returncode == 137, r
+        assert "out of memory: the sandbox reached its 32 MiB memory limit" in r.stderr
+        # The sandbox lives on, and its cgroup is where its exec'd commands are.
+        r = h("exec", "box", "--", "cat", "/proc/self/cgroup")
+        assert r.returncode == 0 and r.stdout.strip() == "0::/", r
+        assert os.path.isdir(cgroup_of("box"))
+    finally:
+        h("rm", "-f", "box")
+    assert not os.path.exists(cgroup_of("box"))
+
+
+def test_stats_are_reported(h):
+    r = h("run", "--stats", "--memory", "64m", "--", "sh", "-c", "head -c 20000000 /dev/zero | wc -c")
+    assert r.returncode == 0, r
+    line = [l for l in r.stderr.splitlines() if l.startswith("hutch: stats:")][0]
+    assert "peak memory" in line and "cpu" in line and "pids peak" in line and "io read" in line
+    assert h("create", "--name", "st", "--stats").returncode == 0
+    try:
+        r = h("stats", "--format", "json", "st")
+        assert r.returncode == 0, r
+        s = json.loads(r.stdout)[0]
+        assert s["name"] == "st" and s["pids_current"] >= 1 and s["memory_peak"] > 0
+    finally:
+        h("rm", "-f", "st")
+
+
+def test_cgroup_is_gone_after_every_exit_path(h):
+    # normal exit, failing command, timeout
+    for args in (["true"], ["sh", "-c", "exit 3"], ["--timeout", "1s", "--", "sleep", "60"]):
+        name = "gone%d" % len(args)
+        r = h("run", "--name", name, "--pids-limit", "50", *args)
+        assert not os.path.exists(cgroup_of(name)), (args, r)
+    # kill -9 of hutch itself: the next hutch invocation sweeps the cgroup
+    p = h.popen("run", "--name", "killed", "--pids-limit", "50", "--", "sleep", "60")
+    deadline = time.time() + 20
+    while not os.path.isdir(cgroup_of("killed")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert os.path.isdir(cgroup_of("killed"))
+    time.sleep(0.5)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        h("ps")  # any invocation sweeps what a crash left
+        if not os.path.exists(cgroup_of("killed")):
+            break
+        time.sleep(0.2)
+    assert not os.path.exists(cgroup_of("killed"))
+
+
+def test_io_weight_unavailable_is_a_clear_error(h):
+    if os.path.exists("/sys/fs/cgroup/io.weight") or os.path.exists("/sys/fs/cgroup/hutch/io.weight"):
+        return
+    r = h("run", "--io-weight", "100", "--", "true")
+    assert r.returncode == 125
+    assert r.stderr.startswith("hutch: ") and "io.weight" in r.stderr
