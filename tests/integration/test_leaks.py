@@ -8,9 +8,12 @@ RUNS = 200
 
 
 def _ours(procs: dict, binary: str) -> dict:
-    """Processes of this test's hutch binary, or sandbox inits, among pid -> (comm, ..., cmdline)."""
+    """Processes of this session's hutch binary among pid -> (comm, ..., cmdline). A sandbox's init
+    is a clone of hutch, so its command line names the same binary; other sessions' hutch
+    processes (another test run on the same machine) are not ours. Zombies have no command line:
+    they count when their comm says hutch."""
     return {pid: p for pid, p in procs.items()
-            if p[0] in ("hutch-init", "hutch") or binary in p[4]}
+            if binary in p[4] or (p[1] == "Z" and p[0] in ("hutch-init", "hutch"))}
 
 
 def test_sequential_runs_leave_nothing(h1):
