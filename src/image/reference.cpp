@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "hutch/core/error.hpp"
-#include "hutch/image/digest.hpp"
+#include "hutch/core/digest.hpp"
 
 namespace hutch::image {
 

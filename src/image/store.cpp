@@ -20,7 +20,7 @@
 #include "hutch/core/error.hpp"
 #include "hutch/core/fd.hpp"
 #include "hutch/core/fs.hpp"
-#include "hutch/image/digest.hpp"
+#include "hutch/core/digest.hpp"
 #include "hutch/image/reference.hpp"
 #include "hutch/sandbox/idmap.hpp"
 #include "hutch/sandbox/state.hpp"

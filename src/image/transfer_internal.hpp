@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "hutch/image/digest.hpp"
+#include "hutch/core/digest.hpp"
 #include "hutch/image/reference.hpp"
 #include "hutch/image/store.hpp"
 #include "hutch/image/transfer.hpp"

@@ -32,7 +32,7 @@
 #include "hutch/core/fd.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/core/log.hpp"
-#include "hutch/image/digest.hpp"
+#include "hutch/core/digest.hpp"
 #include "hutch/sandbox/idmap.hpp"
 #include "hutch/sandbox/state.hpp"
 

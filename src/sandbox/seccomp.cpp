@@ -15,7 +15,6 @@
 
 #include <linux/filter.h>
 #include <linux/seccomp.h>
-#include <openssl/evp.h>
 #include <seccomp.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -32,6 +31,7 @@
 #include <optional>
 #include <set>
 
+#include "hutch/core/digest.hpp"
 #include "hutch/core/error.hpp"
 #include "hutch/core/fd.hpp"
 #include "hutch/core/fs.hpp"
@@ -640,12 +640,12 @@ std::string to_bytes(const std::vector<sock_filter>& prog) {
 
 constexpr size_t kDigestSize = 32;
 
+// The 32 raw bytes of the sha256 of `data`.
 std::string sha256(const std::string& data) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1 || len != kDigestSize)
-        fail("cannot compute a SHA-256 digest");
-    return std::string(reinterpret_cast<char*>(md), len);
+    std::string hexd = digest::hex(digest::of(data));
+    std::string raw;
+    for (size_t i = 0; i < kDigestSize; ++i) raw += static_cast<char>(std::stoi(hexd.substr(2 * i, 2), nullptr, 16));
+    return raw;
 }
 
 std::string hex(const std::string& bytes) {

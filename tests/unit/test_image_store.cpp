@@ -14,7 +14,7 @@
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
-#include "hutch/image/digest.hpp"
+#include "hutch/core/digest.hpp"
 #include "hutch/image/store.hpp"
 #include "hutch/sandbox/idmap.hpp"
 

@@ -7,7 +7,7 @@
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
-#include "hutch/image/digest.hpp"
+#include "hutch/core/digest.hpp"
 #include "hutch/image/reference.hpp"
 
 using namespace hutch;
