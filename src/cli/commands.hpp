@@ -1,6 +1,8 @@
 // The CLI's commands, as plain functions over plain option structs: only main.cpp sees CLI11.
 #pragma once
 
+#include <cstdio>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -79,5 +81,21 @@ int policy_show(const GlobalOptions& g, const std::string& name_or_file);
 int doctor(const GlobalOptions& g, const std::string& format);
 
 Paths prepare_paths(const GlobalOptions& g);
+
+// Runs fn for each argument (sandbox or image names), reporting each failure on its own line as
+// docker does; returns 1 if any failed, else 0.
+template <typename Fn>
+int for_each_arg(const std::vector<std::string>& args, Fn&& fn) {
+    int rc = 0;
+    for (const auto& a : args) {
+        try {
+            fn(a);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "hutch: %s\n", e.what());
+            rc = 1;
+        }
+    }
+    return rc;
+}
 
 }  // namespace hutch::cli

@@ -188,11 +188,7 @@ int main(int argc, char** argv) {
     }
 
     try {
-        static const std::pair<const char*, hutch::log::Level> levels[] = {
-            {"debug", hutch::log::Level::Debug}, {"info", hutch::log::Level::Info},
-            {"warn", hutch::log::Level::Warn}, {"error", hutch::log::Level::Error}};
-        for (auto [name, level] : levels)
-            if (g.log_level == name) hutch::log::set_level(level);
+        hutch::log::set_level(g.log_level);
         // Before any thread exists: libcurl's global state is not thread-safe to set up.
         curl_global_init(CURL_GLOBAL_DEFAULT);
         if (pull->parsed()) return do_pull(g, source, opts, extra_names);

@@ -96,21 +96,6 @@ void familiar_names(const ImageRecord& r, json& tags, json& digests) {
     }
 }
 
-// Runs fn for each argument; reports failures like docker and returns 1 if any failed.
-template <typename Fn>
-int for_each_ref(const std::vector<std::string>& refs, Fn&& fn) {
-    int rc = 0;
-    for (const auto& r : refs) {
-        try {
-            fn(r);
-        } catch (const Error& e) {
-            std::fprintf(stderr, "hutch: %s\n", e.what());
-            rc = 1;
-        }
-    }
-    return rc;
-}
-
 struct Row {
     std::string repository, tag, id, created;
     int64_t size;
@@ -187,7 +172,7 @@ int images(const GlobalOptions& g, const std::string& format, bool quiet) {
 int image_inspect(const GlobalOptions& g, const std::vector<std::string>& refs) {
     Store store(prepare_paths(g));
     json out = json::array();
-    int rc = for_each_ref(refs, [&](const std::string& ref) {
+    int rc = for_each_arg(refs, [&](const std::string& ref) {
         auto r = store.find(ref);
         if (!r) fail("no such image", ref, "see 'hutch images'");
         out.push_back(inspect_json(store, *r));
@@ -198,7 +183,7 @@ int image_inspect(const GlobalOptions& g, const std::vector<std::string>& refs) 
 
 int rmi(const GlobalOptions& g, const std::vector<std::string>& refs, bool force) {
     Store store(prepare_paths(g));
-    int rc = for_each_ref(refs, [&](const std::string& ref) {
+    int rc = for_each_arg(refs, [&](const std::string& ref) {
         image::Removal r = store.remove_detailed(ref, force);
         for (const auto& n : r.untagged) std::printf("Untagged: %s\n", Reference::parse(n).familiar().c_str());
         for (const auto& id : r.deleted) std::printf("Deleted: %s\n", id.c_str());

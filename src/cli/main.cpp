@@ -250,11 +250,7 @@ int main(int argc, char** argv) {
     }
 
     try {
-        static const std::pair<const char*, hutch::log::Level> levels[] = {
-            {"debug", hutch::log::Level::Debug}, {"info", hutch::log::Level::Info},
-            {"warn", hutch::log::Level::Warn}, {"error", hutch::log::Level::Error}};
-        for (auto [name, level] : levels)
-            if (g.log_level == name) hutch::log::set_level(level);
+        hutch::log::set_level(g.log_level);
         if (run->parsed()) {
             run_opts.args = remaining(run);
             return hutch::cli::run(g, run_opts);

@@ -13,21 +13,6 @@ namespace hutch::cli {
 
 namespace {
 
-// Runs fn for each name; reports failures per name like docker and returns 1 if any failed.
-template <typename Fn>
-int for_each_name(const std::vector<std::string>& names, Fn&& fn) {
-    int rc = 0;
-    for (const auto& n : names) {
-        try {
-            fn(n);
-        } catch (const Error& e) {
-            std::fprintf(stderr, "hutch: %s\n", e.what());
-            rc = 1;
-        }
-    }
-    return rc;
-}
-
 nlohmann::json usage(const cgroup::Stats& s) {
     return {{"memory_peak", s.memory_peak},       {"memory_current", s.memory_current},
             {"cpu_usage_usec", s.cpu_usage_usec}, {"cpu_user_usec", s.cpu_user_usec},
@@ -59,7 +44,7 @@ nlohmann::json describe(const Paths& paths, const std::string& name) {
 
 int start(const GlobalOptions& g, const std::vector<std::string>& names) {
     Paths paths = prepare_paths(g);
-    return for_each_name(names, [&](const std::string& n) {
+    return for_each_arg(names, [&](const std::string& n) {
         start_sandbox(state::load_config(paths, n), paths);
         std::printf("%s\n", n.c_str());
     });
@@ -89,7 +74,7 @@ int ps(const GlobalOptions& g, const std::string& format) {
 
 int stop(const GlobalOptions& g, const std::vector<std::string>& names, double grace) {
     Paths paths = prepare_paths(g);
-    return for_each_name(names, [&](const std::string& n) {
+    return for_each_arg(names, [&](const std::string& n) {
         stop_sandbox(paths, n, grace);
         std::printf("%s\n", n.c_str());
     });
@@ -97,7 +82,7 @@ int stop(const GlobalOptions& g, const std::vector<std::string>& names, double g
 
 int rm(const GlobalOptions& g, const std::vector<std::string>& names, bool force) {
     Paths paths = prepare_paths(g);
-    return for_each_name(names, [&](const std::string& n) {
+    return for_each_arg(names, [&](const std::string& n) {
         remove_sandbox(paths, n, force);
         std::printf("%s\n", n.c_str());
     });
@@ -106,7 +91,7 @@ int rm(const GlobalOptions& g, const std::vector<std::string>& names, bool force
 int stats(const GlobalOptions& g, const std::vector<std::string>& names, const std::string& format) {
     Paths paths = prepare_paths(g);
     nlohmann::json out = nlohmann::json::array();
-    int rc = for_each_name(names, [&](const std::string& n) {
+    int rc = for_each_arg(names, [&](const std::string& n) {
         state::load_config(paths, n);
         auto live = state::load_live(paths, n);
         if (!live) fail("sandbox is not running", n, "start it with 'hutch start " + n + "'");
@@ -128,7 +113,7 @@ int stats(const GlobalOptions& g, const std::vector<std::string>& names, const s
 int inspect(const GlobalOptions& g, const std::vector<std::string>& names) {
     Paths paths = prepare_paths(g);
     nlohmann::json out = nlohmann::json::array();
-    int rc = for_each_name(names, [&](const std::string& n) { out.push_back(describe(paths, n)); });
+    int rc = for_each_arg(names, [&](const std::string& n) { out.push_back(describe(paths, n)); });
     std::printf("%s\n", out.dump(2).c_str());
     return rc;
 }

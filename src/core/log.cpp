@@ -22,6 +22,13 @@ void set_level(Level level) {
     logger().set_level(map[static_cast<int>(level)]);
 }
 
+void set_level(const std::string& name) {
+    static const std::pair<const char*, Level> levels[] = {
+        {"debug", Level::Debug}, {"info", Level::Info}, {"warn", Level::Warn}, {"error", Level::Error}};
+    for (auto [n, level] : levels)
+        if (name == n) set_level(level);
+}
+
 void debug(const std::string& msg) { logger().debug(msg); }
 void info(const std::string& msg) { logger().info(msg); }
 void warn(const std::string& msg) { logger().warn(msg); }

@@ -8,6 +8,8 @@ namespace hutch::log {
 
 enum class Level { Debug, Info, Warn, Error };
 void set_level(Level level);
+// "debug", "info", "warn" or "error" (the --log-level values); anything else is ignored.
+void set_level(const std::string& name);
 void debug(const std::string& msg);
 void info(const std::string& msg);
 void warn(const std::string& msg);
