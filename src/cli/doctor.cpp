@@ -42,6 +42,7 @@
 #include "hutch/core/fs.hpp"
 #include "hutch/core/paths.hpp"
 #include "hutch/sandbox/caps.hpp"
+#include "hutch/sandbox/cgroup.hpp"
 #include "hutch/sandbox/idmap.hpp"
 #include "hutch/sandbox/seccomp.hpp"
 #include "hutch/sandbox/state.hpp"
@@ -103,14 +104,6 @@ std::optional<std::string> read_optional(const std::string& path) {
     } catch (const Error&) {
         return std::nullopt;
     }
-}
-
-std::vector<std::string> words(const std::string& s) {
-    std::istringstream in(s);
-    std::vector<std::string> out;
-    std::string w;
-    while (in >> w) out.push_back(w);
-    return out;
 }
 
 std::string human_bytes(unsigned long long bytes) {
@@ -684,102 +677,67 @@ Check check_overlay(const std::optional<Paths>& paths) {
     return failed("overlay", err + on + cleanup, fix);
 }
 
-// ---- cgroups: the same rules as cgroup.cpp's locate(), read-only --------------------------------
+// ---- cgroups: what cgroup::inspect() finds, which is what cgroup::locate() goes by -------------
 
 constexpr const char* kDelegateFix =
     "systemctl edit user@.service with [Service] Delegate=cpu cpuset io memory pids, then log in again";
-
-bool is_cgroup2(const std::string& path) {
-    struct statfs st;
-    return ::statfs(path.c_str(), &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC;
-}
-
-bool is_cgroup1(const std::string& path) {
-    struct statfs st;
-    return ::statfs(path.c_str(), &st) == 0 && st.f_type == CGROUP_SUPER_MAGIC;
-}
-
-// Our cgroup v2 path relative to the mount ("/" for the root), from /proc/self/cgroup.
-std::optional<std::string> own_cgroup() {
-    auto text = read_optional("/proc/self/cgroup");
-    if (!text) return std::nullopt;
-    std::istringstream in(*text);
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind("0::", 0) == 0) return line.substr(3);
-    return std::nullopt;
-}
-
-bool owned_by_us(const std::string& dir) {
-    struct stat st;
-    return ::stat(dir.c_str(), &st) == 0 && st.st_uid == ::geteuid() && ::access((dir + "/cgroup.procs").c_str(), W_OK) == 0;
-}
 
 Check check_cgroups() {
     const std::string limits_fix =
         "boot with systemd.unified_cgroup_hierarchy=1 for --memory, --cpus, --pids-limit and the other limits "
         "(sandboxes without limits run fine)";
-    auto own = own_cgroup();
-    if (!is_cgroup2("/sys/fs/cgroup")) {
-        if (is_cgroup2("/sys/fs/cgroup/unified")) {
-            auto ctl = read_optional("/sys/fs/cgroup/unified/cgroup.controllers");
+    const cgroup::Inspection in = cgroup::inspect();
+    switch (in.layout) {
+        case cgroup::Layout::PureV2: break;
+        case cgroup::Layout::Hybrid: {
+            const auto& ctl = in.mount_controllers;
             std::string offers = ctl && !ctl->empty() ? *ctl : "no controllers";
             return warn("cgroups",
-                        "hybrid v1/v2 at /sys/fs/cgroup (v1 controllers; the cgroup2 at /sys/fs/cgroup/unified offers " +
-                            offers + "; own cgroup " + own.value_or("unknown") + "): resource limits are unavailable",
+                        "hybrid v1/v2 at /sys/fs/cgroup (v1 controllers; the cgroup2 at " + in.mount + " offers " +
+                            offers + "; own cgroup " + in.own.value_or("unknown") + "): resource limits are unavailable",
                         limits_fix);
         }
-        if (is_cgroup1("/sys/fs/cgroup/memory") || is_cgroup1("/sys/fs/cgroup/pids") || is_cgroup1("/sys/fs/cgroup"))
+        case cgroup::Layout::V1Only:
             return warn("cgroups", "cgroup v1 only at /sys/fs/cgroup: resource limits are unavailable", limits_fix);
-        return warn("cgroups", "no cgroup filesystem at /sys/fs/cgroup: resource limits are unavailable",
-                    "mount cgroup2 at /sys/fs/cgroup (mount -t cgroup2 none /sys/fs/cgroup), or " + limits_fix);
+        case cgroup::Layout::None:
+            return warn("cgroups", "no cgroup filesystem at /sys/fs/cgroup: resource limits are unavailable",
+                        "mount cgroup2 at /sys/fs/cgroup (mount -t cgroup2 none /sys/fs/cgroup), or " + limits_fix);
     }
-    const std::string mount = "/sys/fs/cgroup";
     const std::vector<std::string> wanted{"cpu", "io", "memory", "pids"};
     Findings f;
-    f.note("pure v2 at " + mount);
-    if (!own) {
+    f.note("pure v2 at " + in.mount);
+    if (!in.own) {
         f.problem(Status::Warn, "cannot find our own cgroup in /proc/self/cgroup", kDelegateFix);
         return f.to_check("cgroups");
     }
-    f.note("own cgroup " + *own);
-    std::string dir;  // whose cgroup.controllers say what sandboxes may use
+    f.note("own cgroup " + *in.own);
     std::string fix;
-    if (::geteuid() == 0) {
-        dir = mount;
+    if (in.root) {
         fix = "this kernel does not offer it (check CONFIG_MEMCG, CONFIG_CGROUP_PIDS, ...)";
-        if (const char* env = std::getenv("HUTCH_CGROUP_PARENT"); env && *env) {
-            if (std::string(env).rfind(mount + "/", 0) != 0)
-                f.problem(Status::Warn, std::string("HUTCH_CGROUP_PARENT=") + env + " is outside " + mount,
-                          "set it to a directory under " + mount + ", e.g. " + mount + "/hutch");
+        if (in.parent_from_env) {
+            if (in.parent_outside_mount)
+                f.problem(Status::Warn, "HUTCH_CGROUP_PARENT=" + in.parent + " is outside " + in.mount,
+                          "set it to a directory under " + in.mount + ", e.g. " + in.mount + "/hutch");
             else
-                f.note(std::string("sandboxes under HUTCH_CGROUP_PARENT=") + env);
+                f.note("sandboxes under HUTCH_CGROUP_PARENT=" + in.parent);
         }
     } else {
-        std::string d = mount + (*own == "/" ? "" : *own);
-        if (!owned_by_us(d)) {
+        if (in.delegation_root.empty()) {
             f.problem(Status::Warn, "your cgroup is not delegated to you: resource limits are unavailable", kDelegateFix);
             return f.to_check("cgroups");
         }
-        for (;;) {
-            std::string up = d.substr(0, d.rfind('/'));
-            if (up.size() < mount.size() || !owned_by_us(up)) break;
-            d = up;
-        }
-        dir = d;
         fix = kDelegateFix;
-        f.note("delegated to you at " + d);
+        f.note("delegated to you at " + in.delegation_root);
     }
-    auto ctl = read_optional(dir + "/cgroup.controllers");
-    if (!ctl) {
-        f.problem(Status::Warn, "cannot read " + dir + "/cgroup.controllers", fix);
+    if (!in.controllers) {
+        f.problem(Status::Warn, "cannot read " + in.controllers_dir + "/cgroup.controllers", fix);
         return f.to_check("cgroups");
     }
-    auto have = words(*ctl);
     std::string missing;
     for (const auto& c : wanted)
-        if (std::find(have.begin(), have.end(), c) == have.end()) missing += (missing.empty() ? "" : " ") + c;
-    f.note("controllers: " + (ctl->empty() ? std::string("none") : *ctl));
+        if (std::find(in.available.begin(), in.available.end(), c) == in.available.end())
+            missing += (missing.empty() ? "" : " ") + c;
+    f.note("controllers: " + (in.controllers->empty() ? std::string("none") : *in.controllers));
     if (!missing.empty())
         f.problem(Status::Warn, "missing " + missing + ": the limits that need them are unavailable", fix);
     return f.to_check("cgroups");

@@ -33,10 +33,26 @@ bool is_cgroup2(const std::string& path) {
     return ::statfs(path.c_str(), &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC;
 }
 
-std::string read_trimmed(const std::string& path) {
-    std::string s = fs::read_file(path);
+bool is_cgroup1(const std::string& path) {
+    struct statfs st;
+    return ::statfs(path.c_str(), &st) == 0 && st.f_type == CGROUP_SUPER_MAGIC;
+}
+
+std::string trim(std::string s) {
     while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
     return s;
+}
+
+std::string read_trimmed(const std::string& path) { return trim(fs::read_file(path)); }
+
+// The file's text, or nullopt with the errno in `err`.
+std::optional<std::string> try_read(const std::string& path, int& err) {
+    try {
+        return fs::read_file(path);
+    } catch (const Error& e) {
+        err = e.error_number();
+        return std::nullopt;
+    }
 }
 
 std::vector<std::string> words(const std::string& s) {
@@ -53,34 +69,13 @@ void write_file(const std::string& path, const std::string& value) {
         throw_errno("cannot write '" + value + "' to", path);
 }
 
-// The cgroup2 mount. A hybrid host (v1 controllers at /sys/fs/cgroup, an empty v2 beside them)
-// is refused outright: its v2 part has no controllers, and v1 is never written.
-std::string find_mount() {
-    if (is_cgroup2("/sys/fs/cgroup")) return "/sys/fs/cgroup";
-    if (is_cgroup2("/sys/fs/cgroup/unified"))
-        fail("cgroup limits need a pure cgroup v2 host", "/sys/fs/cgroup",
-             "this host runs cgroups in hybrid mode (v1 controllers, an empty v2 at /sys/fs/cgroup/unified); "
-             "boot with systemd.unified_cgroup_hierarchy=1, or run without resource limits");
-    fail("cgroup limits need cgroup v2", "/sys/fs/cgroup",
-         "no cgroup2 filesystem is mounted there; boot with systemd.unified_cgroup_hierarchy=1, or run without "
-         "resource limits");
-}
-
-// Our own cgroup, from /proc/self/cgroup's "0::/path" line.
-std::string own_cgroup(const std::string& mount) {
-    std::istringstream in(fs::read_file("/proc/self/cgroup"));
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind("0::", 0) == 0) return mount + (line.substr(3) == "/" ? "" : line.substr(3));
-    fail("cannot find this process's cgroup v2", "/proc/self/cgroup", kDelegateHint);
-}
-
-void require_controllers(const std::string& dir, const std::vector<std::string>& wanted, const char* hint) {
-    auto have = words(read_trimmed(dir + "/cgroup.controllers"));
+// Says what is missing for `wanted`, from what inspect() read.
+void require_controllers(const Inspection& in, const std::vector<std::string>& wanted, const std::string& hint) {
+    if (!in.controllers) throw Error("cannot read", in.controllers_dir + "/cgroup.controllers", in.controllers_errno);
     for (const auto& c : wanted)
-        if (std::find(have.begin(), have.end(), c) == have.end())
-            fail("the " + c + " controller is not available", dir,
-                 std::string(hint) + " (available: " + (have.empty() ? "none" : read_trimmed(dir + "/cgroup.controllers")) + ")");
+        if (std::find(in.available.begin(), in.available.end(), c) == in.available.end())
+            fail("the " + c + " controller is not available", in.controllers_dir,
+                 hint + " (available: " + (in.available.empty() ? "none" : *in.controllers) + ")");
 }
 
 // Enables `wanted` for the children of `dir` (those not enabled yet).
@@ -107,11 +102,11 @@ bool owned_by_us(const std::string& dir) {
            ::access((dir + "/cgroup.procs").c_str(), W_OK) == 0;
 }
 
-// The highest ancestor of our own cgroup that we own: systemd's user@UID.service.
-std::string delegation_root(const std::string& mount) {
-    std::string dir = own_cgroup(mount);
-    if (!owned_by_us(dir))
-        fail("your cgroup is not delegated to you", dir, kDelegateHint);
+// The highest ancestor of `own_dir` (itself included) that we own: systemd's user@UID.service.
+// "" when own_dir is not ours.
+std::string delegation_root(const std::string& mount, const std::string& own_dir) {
+    if (!owned_by_us(own_dir)) return {};
+    std::string dir = own_dir;
     for (;;) {
         std::string up = dir.substr(0, dir.rfind('/'));
         if (up.size() < mount.size() || !owned_by_us(up)) return dir;
@@ -129,14 +124,6 @@ void make_room(const std::string& root) {
         if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create cgroup", leaf);
         write_file(leaf + "/cgroup.procs", std::to_string(::getpid()));
     }
-}
-
-std::string parent_for_root(const std::string& mount) {
-    const char* env = std::getenv("HUTCH_CGROUP_PARENT");
-    std::string parent = env && *env ? std::string(env) : mount + "/hutch";
-    if (parent.rfind(mount + "/", 0) != 0)
-        fail("HUTCH_CGROUP_PARENT must be inside the cgroup2 mount", parent, "e.g. " + mount + "/hutch");
-    return parent;
 }
 
 // Creates every directory from `from` (exclusive) down to `to`, enabling `wanted` for the
@@ -245,20 +232,83 @@ std::vector<std::string> controllers_for(const Resources& r) {
     return c;
 }
 
+Inspection inspect() {
+    Inspection in;
+    if (is_cgroup2("/sys/fs/cgroup")) {
+        in.layout = Layout::PureV2;
+        in.mount = "/sys/fs/cgroup";
+    } else if (is_cgroup2("/sys/fs/cgroup/unified")) {
+        in.layout = Layout::Hybrid;
+        in.mount = "/sys/fs/cgroup/unified";
+    } else if (is_cgroup1("/sys/fs/cgroup/memory") || is_cgroup1("/sys/fs/cgroup/pids") || is_cgroup1("/sys/fs/cgroup")) {
+        in.layout = Layout::V1Only;
+    }
+    int mount_errno = 0;
+    if (!in.mount.empty())
+        if (auto text = try_read(in.mount + "/cgroup.controllers", mount_errno)) in.mount_controllers = trim(*text);
+
+    if (auto text = try_read("/proc/self/cgroup", in.own_errno)) {
+        std::istringstream lines(*text);
+        std::string line;
+        while (std::getline(lines, line))
+            if (line.rfind("0::", 0) == 0) {
+                in.own = line.substr(3);
+                break;
+            }
+    }
+    if (in.own && !in.mount.empty()) in.own_dir = in.mount + (*in.own == "/" ? "" : *in.own);
+    if (in.layout != Layout::PureV2) return in;
+
+    in.root = ::geteuid() == 0;
+    if (in.root) {
+        const char* env = std::getenv("HUTCH_CGROUP_PARENT");
+        in.parent_from_env = env && *env;
+        in.parent = in.parent_from_env ? std::string(env) : in.mount + "/hutch";
+        in.parent_outside_mount = in.parent.rfind(in.mount + "/", 0) != 0;
+        in.controllers_dir = in.mount;
+        in.controllers = in.mount_controllers;
+        in.controllers_errno = mount_errno;
+    } else if (!in.own_dir.empty()) {
+        in.delegation_root = delegation_root(in.mount, in.own_dir);
+        if (!in.delegation_root.empty()) {
+            in.parent = in.delegation_root + "/hutch";
+            in.controllers_dir = in.delegation_root;
+            if (auto text = try_read(in.controllers_dir + "/cgroup.controllers", in.controllers_errno))
+                in.controllers = trim(*text);
+        }
+    }
+    if (in.controllers) in.available = words(*in.controllers);
+    return in;
+}
+
 Hierarchy locate(const std::vector<std::string>& controllers) {
-    Hierarchy h;
-    h.mount = find_mount();
-    if (::geteuid() == 0) {
-        h.parent = parent_for_root(h.mount);
-        require_controllers(h.mount, controllers, "this kernel does not offer it");
-        prepare_path(h.mount, h.parent, controllers);
+    const Inspection in = inspect();
+    // A hybrid host (v1 controllers at /sys/fs/cgroup, an empty v2 beside them) is refused
+    // outright: its v2 part has no controllers, and v1 is never written.
+    if (in.layout == Layout::Hybrid)
+        fail("cgroup limits need a pure cgroup v2 host", "/sys/fs/cgroup",
+             "this host runs cgroups in hybrid mode (v1 controllers, an empty v2 at /sys/fs/cgroup/unified); "
+             "boot with systemd.unified_cgroup_hierarchy=1, or run without resource limits");
+    if (in.layout != Layout::PureV2)
+        fail("cgroup limits need cgroup v2", "/sys/fs/cgroup",
+             "no cgroup2 filesystem is mounted there; boot with systemd.unified_cgroup_hierarchy=1, or run without "
+             "resource limits");
+    Hierarchy h{in.mount, in.parent};
+    if (in.root) {
+        if (in.parent_outside_mount)
+            fail("HUTCH_CGROUP_PARENT must be inside the cgroup2 mount", in.parent, "e.g. " + in.mount + "/hutch");
+        require_controllers(in, controllers, "this kernel does not offer it");
+        prepare_path(in.mount, in.parent, controllers);
         return h;
     }
-    std::string root = delegation_root(h.mount);
-    require_controllers(root, controllers, kDelegateHint);
-    make_room(root);
-    h.parent = root + "/hutch";
-    prepare_path(root, h.parent, controllers);
+    if (!in.own) {
+        if (in.own_errno != 0) throw Error("cannot read", "/proc/self/cgroup", in.own_errno);
+        fail("cannot find this process's cgroup v2", "/proc/self/cgroup", kDelegateHint);
+    }
+    if (in.delegation_root.empty()) fail("your cgroup is not delegated to you", in.own_dir, kDelegateHint);
+    require_controllers(in, controllers, kDelegateHint);
+    make_room(in.delegation_root);
+    prepare_path(in.delegation_root, in.parent, controllers);
     return h;
 }
 
@@ -361,15 +411,16 @@ std::string format_stats(const Stats& s) {
 }
 
 void remove_stale(const std::string& name) {
+    // Without a usable cgroup v2 parent here, no sandbox cgroup was ever created.
+    const Inspection in = inspect();
+    if (in.layout != Layout::PureV2 || in.parent.empty() || in.parent_outside_mount) return;
     try {
-        std::string mount = find_mount();
-        std::string parent = ::geteuid() == 0 ? parent_for_root(mount) : delegation_root(mount) + "/hutch";
-        if (auto cg = Cgroup::open(parent + "/" + name)) {
+        if (auto cg = Cgroup::open(in.parent + "/" + name)) {
             cg->kill();
             cg->remove();
         }
     } catch (const Error&) {
-        // No usable cgroup v2 here: then no sandbox cgroup was ever created.
+        // Best effort.
     }
 }
 

@@ -28,6 +28,53 @@ struct Hierarchy {
     std::string parent;  // absolute directory sandboxes' cgroups are created in
 };
 
+// How cgroups are mounted at /sys/fs/cgroup.
+enum class Layout {
+    PureV2,  // cgroup2 at /sys/fs/cgroup: the only layout sandboxes get limits on
+    Hybrid,  // v1 controllers at /sys/fs/cgroup, a cgroup2 beside them at /sys/fs/cgroup/unified
+    V1Only,  // cgroup v1 and no cgroup2
+    None,    // no cgroup filesystem there
+};
+
+// What inspect() found: the rules locate() follows, without any of its writes.
+struct Inspection {
+    Layout layout = Layout::None;
+    // The cgroup2 mount: /sys/fs/cgroup (pure v2) or /sys/fs/cgroup/unified (hybrid); "" without one.
+    std::string mount;
+    // The mount's own cgroup.controllers, trimmed (what a hybrid host's v2 part offers); nullopt
+    // when there is no mount or it cannot be read.
+    std::optional<std::string> mount_controllers;
+    // Our cgroup v2 path relative to the mount ("/" for its root), from /proc/self/cgroup's
+    // "0::PATH" line; nullopt when there is none, or the file cannot be read (own_errno says why).
+    std::optional<std::string> own;
+    int own_errno = 0;
+    // mount + own: our own cgroup's directory; "" when either is unknown.
+    std::string own_dir;
+
+    // The rest is filled in for a pure v2 host only.
+    bool root = false;  // the caller is root (euid 0)
+    // Where sandboxes' cgroups are created. Root: HUTCH_CGROUP_PARENT, or <mount>/hutch. Others:
+    // <delegation_root>/hutch, "" when our cgroup is not delegated.
+    std::string parent;
+    bool parent_from_env = false;       // root: parent came from HUTCH_CGROUP_PARENT
+    bool parent_outside_mount = false;  // root: ... and is not inside the mount, so unusable
+    // Not root: the highest ancestor of own_dir (itself included) that we own, the systemd
+    // user@UID.service model; "" when own_dir is unknown or not ours.
+    std::string delegation_root;
+    // The directory whose cgroup.controllers say what sandboxes may use: the mount for root, the
+    // delegation root for others; "" when there is none.
+    std::string controllers_dir;
+    // Its cgroup.controllers, trimmed, and split into names; nullopt when controllers_dir is ""
+    // or the file cannot be read (controllers_errno says why).
+    std::optional<std::string> controllers;
+    int controllers_errno = 0;
+    std::vector<std::string> available;
+};
+
+// Looks at this host's cgroups and our place in them for the calling user, as locate() would.
+// Only reads: it never writes, creates, mounts or moves anything. Never throws hutch::Error.
+Inspection inspect();
+
 // Finds (and prepares) the parent for sandboxes' cgroups with `controllers` available. Throws
 // hutch::Error saying what is missing (no cgroup2, hybrid host, no delegation, controller not
 // delegated) and how to fix it.
