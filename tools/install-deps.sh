@@ -17,6 +17,7 @@ packages="
     libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev libcli11-dev libssl-dev
     busybox-static uidmap procps iproute2 util-linux tar gzip zstd
     python3 python3-pytest docker-registry umoci skopeo apache2-utils user-mode-linux
+    passt nftables dnsmasq
     crun bubblewrap hyperfine
 "
 missing=""

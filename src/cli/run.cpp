@@ -268,12 +268,20 @@ void resolve_root_and_command(const GlobalOptions& g, const Paths& paths, Sandbo
     apply_image_config(store.config(img), o, args, spec, need_command);
 }
 
-// The policy (--policy, default offline) under the admin's ceiling fills defaults and refuses what
-// exceeds a ceiling. It runs before the image's config is applied: the image's own environment
-// is not the user's to pass through, so env.allowed must not judge it.
-void apply_policy(const SandboxOptions& o, SandboxSpec& spec) {
-    policy::Policy pol = policy::load(o.policy.empty() ? "offline" : o.policy);
-    std::optional<policy::Policy> admin = policy::load_admin();
+// The policy a sandbox runs under (--policy, default offline) and the admin's ceiling, read once.
+struct Policies {
+    policy::Policy user;
+    std::optional<policy::Policy> admin;
+};
+
+Policies load_policies(const SandboxOptions& o) {
+    return {policy::load(o.policy.empty() ? "offline" : o.policy), policy::load_admin()};
+}
+
+// The policy fills defaults and refuses what exceeds a ceiling. It runs before the image's config
+// is applied: the image's own environment is not the user's to pass through, so env.allowed must
+// not judge it.
+void apply_policy(const Policies& pols, const SandboxOptions& o, SandboxSpec& spec) {
     policy::Explicit given;
     given.memory = !o.memory.empty();
     given.pids = o.pids_limit != 0;
@@ -281,10 +289,11 @@ void apply_policy(const SandboxOptions& o, SandboxSpec& spec) {
     given.timeout = !o.timeout.empty();
     given.network = !o.network.empty();
     for (const auto& s : o.security_opts) given.seccomp = given.seccomp || s.rfind("seccomp", 0) == 0;
-    policy::apply(pol, admin, given, spec);
+    policy::apply(pols.user, pols.admin, given, spec);
 }
 
-SandboxSpec build_spec(const GlobalOptions& g, const Paths& paths, const SandboxOptions& o, bool persistent) {
+SandboxSpec build_spec(const GlobalOptions& g, const Paths& paths, const SandboxOptions& o, const Policies& pols,
+                       bool persistent) {
     SandboxSpec spec;
     spec.persistent = persistent;
     spec.name = o.name.empty() ? state::random_name() : o.name;
@@ -325,17 +334,16 @@ SandboxSpec build_spec(const GlobalOptions& g, const Paths& paths, const Sandbox
     r.device_read_bps = o.device_read_bps;
     r.device_write_bps = o.device_write_bps;
     spec.stats = o.stats;
-    apply_policy(o, spec);
+    apply_policy(pols, o, spec);
     resolve_root_and_command(g, paths, spec, o, !persistent);
     return spec;
 }
 
 // What --network egress may reach, as the policy decides (--policy, --network, the admin's
-// ceiling); nullopt: loopback only. With neither flag no policy is read: the default (offline)
-// has no egress, and `hutch run` stays fast.
-std::optional<policy::Egress> egress_rules(const SandboxOptions& o) {
+// ceiling); nullopt: loopback only.
+std::optional<policy::Egress> egress_rules(const Policies& pols, const SandboxOptions& o) {
     if (o.network == "none" || (o.network.empty() && o.policy.empty())) return std::nullopt;
-    policy::Egress e = policy::egress(policy::load(o.policy.empty() ? "offline" : o.policy), policy::load_admin(), o.network);
+    policy::Egress e = policy::egress(pols.user, pols.admin, o.network);
     if (e.mode != "egress") return std::nullopt;
     return e;
 }
@@ -361,8 +369,9 @@ Paths prepare_paths(const GlobalOptions& g) {
 
 int run(const GlobalOptions& g, const SandboxOptions& o) {
     Paths paths = prepare_paths(g);
-    std::optional<policy::Egress> egress = egress_rules(o);
-    SandboxSpec spec = build_spec(g, paths, o, false);
+    Policies pols = load_policies(o);
+    std::optional<policy::Egress> egress = egress_rules(pols, o);
+    SandboxSpec spec = build_spec(g, paths, o, pols, false);
     RunResult result = run_sandbox(spec, paths, egress ? &*egress : nullptr);
     if (!result.egress.empty() && !o.quiet) std::fprintf(stderr, "hutch: %s\n", result.egress.c_str());
     return report(result, spec);
@@ -371,8 +380,9 @@ int run(const GlobalOptions& g, const SandboxOptions& o) {
 int create(const GlobalOptions& g, const SandboxOptions& o) {
     if (o.name.empty()) fail("create needs --name", "", "hutch create --name NAME [OPTIONS] [IMAGE]");
     Paths paths = prepare_paths(g);
-    std::optional<policy::Egress> egress = egress_rules(o);
-    SandboxSpec spec = build_spec(g, paths, o, true);
+    Policies pols = load_policies(o);
+    std::optional<policy::Egress> egress = egress_rules(pols, o);
+    SandboxSpec spec = build_spec(g, paths, o, pols, true);
     spec.process.tty = false;  // ttys belong to each exec
     create_sandbox(spec, paths, egress ? &*egress : nullptr);
     std::printf("%s\n", spec.name.c_str());

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <ifaddrs.h>
+#include <linux/capability.h>
 #include <linux/close_range.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -16,7 +17,6 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -33,6 +33,7 @@
 #include <sstream>
 
 #include "forwarder.hpp"
+#include "trace.hpp"
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
 
@@ -41,15 +42,9 @@ namespace hutch::net {
 namespace {
 
 constexpr double kRoutesTimeout = 5;  // seconds pasta gets to configure the sandbox's interface
-constexpr int kCapsRefused[] = {12 /* NET_ADMIN */, 13 /* NET_RAW */, 19 /* SYS_PTRACE */, 16 /* SYS_MODULE */};
-
-void trace(const char* what) {
-    static bool on = std::getenv("HUTCH_NET_TRACE") != nullptr;
-    if (!on) return;
-    struct timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    std::fprintf(stderr, "[%ld.%06ld %d] %s\n", ts.tv_sec % 1000, ts.tv_nsec / 1000, ::getpid(), what);
-}
+// NET_ADMIN rewrites the ruleset, NET_RAW forges packets past it, SYS_PTRACE reaches a
+// persistent init (which holds NET_ADMIN), SYS_MODULE is the host's.
+constexpr int kCapsRefused[] = {CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_PTRACE, CAP_SYS_MODULE};
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -60,7 +55,10 @@ double monotonic() {
 }
 
 std::string find_pasta() {
-    if (const char* env = std::getenv("HUTCH_PASTA"); env && *env) return env;
+    if (const char* env = std::getenv("HUTCH_PASTA"); env && *env) {
+        if (::access(env, X_OK) != 0) throw_errno("cannot run pasta", env, "HUTCH_PASTA must name the pasta binary");
+        return env;
+    }
     // pasta re-executes itself as pasta.avx2 where the CPU has AVX2: going there at once saves
     // an exec and a dynamic link on the start-up path.
     bool avx2 = __builtin_cpu_supports("avx2");
@@ -173,6 +171,42 @@ bool policy_allows(const policy::Egress& e, const std::string& proto) {
     return false;
 }
 
+// Hands a pidfd of pasta to the init (SCM_RIGHTS), which watches it while it waits for the
+// routes: when pasta dies first, the sandbox fails at once instead of after the timeout.
+void send_pidfd(int sock, int pidfd) {
+    char byte = 'p';
+    struct iovec iov {&byte, 1};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
+    ::sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);  // the init may be gone: nothing to tell
+}
+
+int recv_pidfd(int sock) {
+    char byte;
+    struct iovec iov {&byte, 1};
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    struct msghdr msg {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    if (::recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0) return -1;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int))) return -1;
+    int fd;
+    std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+}
+
 std::set<int> open_fds() {
     std::set<int> out;
     if (DIR* d = ::opendir("/proc/self/fd")) {
@@ -269,22 +303,52 @@ std::string read_report(const Paths& paths, const std::string& name) {
 // ------------------------------------------------------------------------------------------------
 // Front end.
 
+namespace {
+
+// Whether pasta needs a tun node of its own. pasta opens /dev/net/tun as the sandbox's root (the
+// caller, rootless). udev makes it 0666; where it is not, root can give pasta a private node
+// (see spawn_pasta_child), a user cannot.
+bool needs_private_tun() {
+    struct stat st;
+    if (::stat("/dev/net/tun", &st) != 0 || !S_ISCHR(st.st_mode))
+        throw_errno("--network egress needs the tun device", "/dev/net/tun", "load the tun module (modprobe tun)");
+    if ((st.st_mode & 0006) == 0006) return false;
+    if (::geteuid() == 0) return true;
+    if (::access("/dev/net/tun", R_OK | W_OK) != 0)
+        throw_errno("rootless --network egress needs /dev/net/tun usable by you", "/dev/net/tun",
+                    "make it mode 0666 as udev does (it only creates devices in your own namespaces)");
+    return false;
+}
+
+// Written plainly, not synced: the scratch directory does not outlive the sandbox, and an fsync
+// costs the start-up milliseconds.
+void write_resolv_conf(const std::string& path) {
+    static const char kText[] =
+        "# hutch: the sandbox's DNS forwarder (answers only what the policy allows)\n"
+        "nameserver 127.0.0.1\nnameserver ::1\n"
+        // EDNS lets answers up to 1200 bytes come over UDP: the forwarder speaks no TCP.
+        "options edns0\n";
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+    if (!fd || ::write(fd.get(), kText, sizeof kText - 1) != static_cast<ssize_t>(sizeof kText - 1))
+        throw_errno("cannot write the sandbox's resolv.conf", path);
+}
+
+// The report file, or an anonymous one (a run's, read back by finish()).
+UniqueFd open_report(const std::string& path) {
+    UniqueFd fd(path.empty() ? ::memfd_create("hutch-egress-report", MFD_CLOEXEC)
+                             : ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) throw_errno("cannot create the egress report", path.empty() ? "memfd" : path);
+    return fd;
+}
+
+}  // namespace
+
 Egress::Egress(const policy::Egress& rules, const SandboxSpec& spec, const std::string& scratch_dir,
                const std::string& report)
     : rules_(rules), sandbox_(spec.name) {
     trace("egress: front end prepares");
     pasta_ = find_pasta();
-    // pasta opens /dev/net/tun as the sandbox's root (the caller, rootless). udev makes it 0666;
-    // where it is not, root can give pasta a private node (see spawn_pasta_child), a user cannot.
-    struct stat st;
-    if (::stat("/dev/net/tun", &st) != 0 || !S_ISCHR(st.st_mode))
-        throw_errno("--network egress needs the tun device", "/dev/net/tun", "load the tun module (modprobe tun)");
-    if ((st.st_mode & 0006) != 0006) {
-        if (::geteuid() == 0) setup_tun_ = true;
-        else if (::access("/dev/net/tun", R_OK | W_OK) != 0)
-            throw_errno("rootless --network egress needs /dev/net/tun usable by you", "/dev/net/tun",
-                        "make it mode 0666 as udev does (it only creates devices in your own namespaces)");
-    }
+    setup_tun_ = needs_private_tun();
     for (const auto& r : host_resolvers())
         if (UniqueFd fd = connect_resolver(r)) {
             upstream_.push_back(std::move(fd));
@@ -299,21 +363,13 @@ Egress::Egress(const policy::Egress& rules, const SandboxSpec& spec, const std::
         fail("--network egress needs a default route on the host", "no default route",
              "pasta copies the host's; without one the sandbox could reach nothing");
     resolv_path_ = scratch_dir + "/resolv.conf";
-    // Written plainly, not synced: the scratch directory does not outlive the sandbox, and an
-    // fsync costs the start-up milliseconds.
-    static const char kResolvConf[] =
-        "# hutch: the sandbox's DNS forwarder (answers only what the policy allows)\n"
-        "nameserver 127.0.0.1\nnameserver ::1\n";
-    UniqueFd rc(::open(resolv_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
-    if (!rc || ::write(rc.get(), kResolvConf, sizeof kResolvConf - 1) != static_cast<ssize_t>(sizeof kResolvConf - 1))
-        throw_errno("cannot write the sandbox's resolv.conf", resolv_path_);
-    if (report.empty()) {
-        report_.reset(::memfd_create("hutch-egress-report", MFD_CLOEXEC));
-        anonymous_report_ = true;
-    } else {
-        report_.reset(::open(report.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    }
-    if (!report_) throw_errno("cannot create the egress report", report.empty() ? "memfd" : report);
+    write_resolv_conf(resolv_path_);
+    report_ = open_report(report);
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
+        throw_errno("cannot create a socket pair", "pasta's watch");
+    pasta_watch_host_.reset(pair[0]);
+    pasta_watch_init_.reset(pair[1]);
     trace("egress: front end prepared");
 }
 
@@ -343,10 +399,11 @@ void Egress::check_caps(const caps::Set& set) const {
 }
 
 void Egress::spawn_pasta_child(int userns, int netns, int log) const {
-    // In the child of a fork: no allocation-heavy work, and every failure is one line on `log`.
-    auto die = [log](const char* what) {
-        std::string msg = std::string("hutch: cannot start pasta: ") + what + ": " + std::strerror(errno) + "\n";
-        ssize_t ignored = ::write(log, msg.data(), msg.size());
+    // In the child of a fork: every failure is one line on the log (fd 2 once it is moved there).
+    int err = log;
+    auto die = [&err](const char* what) {
+        std::string msg = std::string("cannot start pasta: ") + what + ": " + std::strerror(errno) + "\n";
+        ssize_t ignored = ::write(err, msg.data(), msg.size());
         (void)ignored;
         ::_exit(127);
     };
@@ -372,15 +429,13 @@ void Egress::spawn_pasta_child(int userns, int netns, int log) const {
     // Set after the credential change, which clears it.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(1);
-    // pasta's start-up faults in some 30 MB of buffers (~20 ms of CPU), while the init and the
-    // command need the CPU to start; at a lower priority it costs the start-up a third as much.
-    ::setpriority(PRIO_PROCESS, 0, 10);
     int keep[2] = {netns, log};
     for (int& fd : keep) fd = ::fcntl(fd, F_DUPFD, 100);
     int null = ::open("/dev/null", O_RDWR);
     ::dup2(null, 0);
     ::dup2(null, 1);
     ::dup2(keep[1], 2);
+    err = 2;
     ::dup2(keep[0], 3);
     ::syscall(SYS_close_range, 4U, ~0U, 0U);
     std::vector<const char*> argv{"pasta", "--config-net", "--netns", "/proc/self/fd/3", "--netns-only",
@@ -407,6 +462,7 @@ void Egress::start_pasta(pid_t init_pid, bool outlive_caller) {
     UniqueFd userns(::open((ns + "user").c_str(), O_RDONLY | O_CLOEXEC));
     UniqueFd netns(::open((ns + "net").c_str(), O_RDONLY | O_CLOEXEC));
     if (!userns || !netns) throw_errno("cannot open the sandbox's namespaces for pasta", ns);
+    pasta_watch_init_.reset();  // the init's end
     pasta_log_.reset(::memfd_create("hutch-pasta-log", MFD_CLOEXEC));
     if (!pasta_log_) throw_errno("cannot create pasta's log", "memfd");
     if (!outlive_caller) {
@@ -415,6 +471,8 @@ void Egress::start_pasta(pid_t init_pid, bool outlive_caller) {
         if (pid == 0) spawn_pasta_child(userns.get(), netns.get(), pasta_log_.get());
         pasta_pid_ = pid;
         pasta_pidfd_.reset(pidfd_open(pid));
+        send_pidfd(pasta_watch_host_.get(), pasta_pidfd_.get());
+        pasta_watch_host_.reset();
         return;
     }
     // Persistent: a keeper outlives this command, owns pasta (which dies with it: PDEATHSIG),
@@ -432,10 +490,10 @@ void Egress::start_pasta(pid_t init_pid, bool outlive_caller) {
         return;
     }
     if (::fork() != 0) ::_exit(0);  // the middle one: its child is the keeper
-    run_keeper(init_fd.get(), userns.get(), netns.get());
+    run_keeper(init_fd.get(), userns.get(), netns.get(), pasta_watch_host_.get());
 }
 
-void Egress::run_keeper(int init_fd, int userns, int netns) const {
+void Egress::run_keeper(int init_fd, int userns, int netns, int watch) const {
     ::setsid();
     ::prctl(PR_SET_NAME, "hutch-pasta", 0, 0, 0);
     sigset_t none;
@@ -443,10 +501,10 @@ void Egress::run_keeper(int init_fd, int userns, int netns) const {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     // Nothing of the caller's: not its stdio (whoever ran `hutch create` waits for EOF), not the
     // sandbox's lock.
-    int keep[3] = {init_fd, userns, netns};
+    int keep[4] = {init_fd, userns, netns, watch};
     for (int& fd : keep) fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 100);
-    for (int i = 0; i < 3; ++i) ::dup3(keep[i], 3 + i, O_CLOEXEC);
-    ::syscall(SYS_close_range, 6U, ~0U, 0U);
+    for (int i = 0; i < 4; ++i) ::dup3(keep[i], 3 + i, O_CLOEXEC);
+    ::syscall(SYS_close_range, 7U, ~0U, 0U);
     int null = ::open("/dev/null", O_RDWR);
     for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
     if (null > 2) ::close(null);
@@ -454,6 +512,8 @@ void Egress::run_keeper(int init_fd, int userns, int netns) const {
     if (pasta < 0) ::_exit(1);
     if (pasta == 0) spawn_pasta_child(4, 5, 2);
     int pasta_fd = pidfd_open(pasta);
+    send_pidfd(6, pasta_fd);
+    ::close(6);
     struct pollfd fds[2] = {{3, POLLIN, 0}, {pasta_fd, POLLIN, 0}};
     while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
     }
@@ -489,8 +549,11 @@ std::string Egress::finish() {
         std::string d = describe_event(e);
         if (std::find(seen.begin(), seen.end(), d) == seen.end()) seen.push_back(d);
     }
-    std::string out = "egress: refused " + std::to_string(dns) + " DNS " + (dns == 1 ? "lookup" : "lookups") +
-                      " and blocked " + std::to_string(blocked) + (blocked == 1 ? " packet" : " packets") + ": ";
+    std::string out = "egress:";
+    if (dns) out += " refused " + std::to_string(dns) + " DNS " + (dns == 1 ? "lookup" : "lookups");
+    if (dns && blocked) out += " and";
+    if (blocked) out += " blocked " + std::to_string(blocked) + (blocked == 1 ? " connection attempt" : " connection attempts");
+    out += ": ";
     for (size_t i = 0; i < seen.size() && i < 5; ++i) out += (i ? ", " : "") + seen[i];
     if (seen.size() > 5) out += ", and " + std::to_string(seen.size() - 5) + " more";
     return out;
@@ -500,12 +563,10 @@ std::string Egress::finish() {
 // Inside the sandbox's init.
 
 void Egress::sandbox_before_pivot(const IdMap& map) {
+    pasta_watch_host_.reset();  // the front end's end
     trace("init: dlopen");
-    std::set<int> before = open_fds();
     nft_ = Nft::open();
     trace("init: nft open");
-    for (int fd : open_fds())
-        if (!before.count(fd)) nft_fds_.push_back(fd);
     if (!policy_uses_icmp(rules_)) return;
     // ICMP datagram sockets ("ping" without CAP_NET_RAW) for every gid of the sandbox; /proc/sys
     // of this network namespace is still writable here (read-only once the sandbox's /proc is).
@@ -522,6 +583,16 @@ void Egress::sandbox_start() {
     trace("init: ruleset");
     nft_.run(ruleset(rules_), "load the egress ruleset");
     trace("init: ruleset loaded");
+    // libnftables keeps a netfilter netlink socket of its own (opened when it first needs it): a
+    // persistent init must keep it open, and nothing else of what this init has open.
+    for (int fd : open_fds()) {
+        int domain = 0, protocol = 0;
+        socklen_t len = sizeof domain;
+        if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_NETLINK) continue;
+        len = sizeof protocol;
+        if (::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 && protocol == NETLINK_NETFILTER)
+            nft_fds_.push_back(fd);
+    }
     std::vector<int> up;
     for (const auto& fd : upstream_) up.push_back(fd.get());
     forwarder_ = new Forwarder(rules_, host_addresses_, up, resolvers_, report_.get(), sandbox_, nft_);
@@ -581,7 +652,7 @@ std::pair<bool, bool> default_routes(int fd) {
 
 }  // namespace
 
-void Egress::wait_for_routes() const {
+void Egress::wait_for_routes() {
     // pasta configures the interface from outside while this init sets up the filesystem; the
     // command may start once the routes pasta copies from the host are there.
     UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
@@ -592,22 +663,30 @@ void Egress::wait_for_routes() const {
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw_errno("cannot bind", "rtnetlink");
     UniqueFd dump(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
     if (!dump) throw_errno("cannot open a routing socket", "rtnetlink");
+    UniqueFd pasta;  // pasta's pidfd, once the front end has sent it
     const double deadline = monotonic() + kRoutesTimeout;
     for (;;) {
         auto [v4, v6] = default_routes(dump.get());
-        if ((v4 || !want_v4_) && (v6 || !want_v6_)) return;
+        if ((v4 || !want_v4_) && (v6 || !want_v6_)) break;
         double left = deadline - monotonic();
         if (left <= 0)
             fail("the sandbox's network did not come up", "pasta configured no default route in " +
                  std::to_string(static_cast<int>(kRoutesTimeout)) + " s",
                  "check that 'pasta --version' works and that /dev/net/tun exists");
-        struct pollfd p {fd.get(), POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(left * 1000) + 1) > 0) {
+        struct pollfd p[3] = {{fd.get(), POLLIN, 0}, {pasta ? -1 : pasta_watch_init_.get(), POLLIN, 0},
+                              {pasta.get(), POLLIN, 0}};
+        if (::poll(p, 3, static_cast<int>(left * 1000) + 1) <= 0) continue;
+        if (p[0].revents) {
             char drain[8192];
             while (::recv(fd.get(), drain, sizeof drain, MSG_DONTWAIT) > 0) {
             }
         }
+        if (p[1].revents & POLLIN) pasta.reset(recv_pidfd(pasta_watch_init_.get()));
+        if (p[2].revents & POLLIN)
+            fail("the sandbox's network did not come up", "pasta exited before it configured the namespace",
+                 "check that 'pasta --version' works");
     }
+    pasta_watch_init_.reset();
 }
 
 }  // namespace hutch::net

@@ -13,6 +13,7 @@
 
 #include "hutch/core/error.hpp"
 #include "hutch/net/nflog.hpp"
+#include "trace.hpp"
 
 namespace hutch::net {
 
@@ -144,18 +145,27 @@ void Forwarder::on_query(int fd) {
         ssize_t n = ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&p.client), &p.client_len);
         if (n < 0) return;
         auto q = dns::parse_query(buf, static_cast<size_t>(n));
+        trace("query " + std::to_string(n) + (q ? " " + q->question.name + " " + dns::type_name(q->question.type) : " malformed"));
         if (!q) continue;  // not a well-formed query: no answer at all
         p.query = *q;
         p.listener = fd;
         const std::string& name = q->question.name;
-        bool denied = q->question.klass != dns::kClassIn;
-        for (const auto& r : rules_.deny)
-            if (!r.host.empty() && name_matches(r.host, name)) denied = true;
+        bool denied = q->question.klass != dns::kClassIn, allowed = false;
+        auto add_group = [&p](size_t g) {
+            if (std::find(p.groups.begin(), p.groups.end(), g) == p.groups.end()) p.groups.push_back(g);
+        };
+        for (size_t i = 0; i < rules_.deny.size(); ++i) {
+            const auto& r = rules_.deny[i];
+            if (r.host.empty() || !name_matches(r.host, name)) continue;
+            if (denies_everything(r)) denied = true;
+            else add_group(groups_.deny[i]);  // refused on its ports only, by the ruleset
+        }
         for (size_t i = 0; i < rules_.allow.size() && !denied; ++i)
-            if (!rules_.allow[i].host.empty() && name_matches(rules_.allow[i].host, name) &&
-                std::find(p.groups.begin(), p.groups.end(), groups_[i]) == p.groups.end())
-                p.groups.push_back(groups_[i]);
-        if (denied || p.groups.empty()) {
+            if (!rules_.allow[i].host.empty() && name_matches(rules_.allow[i].host, name)) {
+                allowed = true;
+                add_group(groups_.allow[i]);
+            }
+        if (denied || !allowed) {
             reply(p, dns::error_reply(p.query, dns::kRcodeRefused));
             record({wall_time(), "dns", name, "", dns::type_name(q->question.type), "name not allowed by the policy", 0});
             continue;
@@ -191,6 +201,7 @@ void Forwarder::on_upstream(size_t resolver) {
         ssize_t n = ::recv(upstream_[resolver], buf, sizeof buf, 0);
         if (n < 0) return;
         auto r = dns::parse_response(buf, static_cast<size_t>(n));
+        trace("answer " + std::to_string(n) + (r ? " " + r->question.name : " malformed"));
         if (!r) continue;
         auto it = pending_.find(r->id);
         // The answer must come from the resolver asked, to the question asked; anything else is
@@ -239,6 +250,7 @@ std::string Forwarder::admit(const dns::Response& r, const Pending& p) {
 }
 
 void Forwarder::reply(const Pending& p, const std::vector<uint8_t>& message) {
+    trace("reply " + std::to_string(message.size()) + " " + p.query.question.name);
     ::sendto(p.listener, message.data(), message.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&p.client),
              p.client_len);
 }

@@ -61,7 +61,7 @@ private:
     const policy::Egress& rules_;
     std::vector<Ip> host_addresses_;
     std::vector<Cidr> allowed_cidrs_, denied_cidrs_;
-    std::vector<size_t> groups_;  // set group of each allow rule
+    SetGroups groups_;  // set group of each rule
     std::vector<int> upstream_;
     std::vector<std::string> resolver_names_;
     int report_;

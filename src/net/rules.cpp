@@ -166,48 +166,73 @@ std::string set_name(size_t index, int family) {
     return "r" + std::to_string(index) + (family == AF_INET ? "_4" : "_6");
 }
 
-std::vector<size_t> set_groups(const policy::Egress& e) {
+namespace {
+
+// Per rule: its set group (numbered from `first`), or SIZE_MAX for a CIDR rule.
+std::vector<size_t> groups_of(const std::vector<policy::Rule>& rules, size_t first, size_t* next) {
     std::vector<size_t> out;
     std::vector<std::string> signatures;
-    for (const auto& r : e.allow) {
+    for (const auto& r : rules) {
         if (r.host.empty()) {
             out.push_back(SIZE_MAX);
             continue;
         }
         std::string sig = r.proto + " " + ports_expr(r);
         auto it = std::find(signatures.begin(), signatures.end(), sig);
-        out.push_back(static_cast<size_t>(it - signatures.begin()));
+        out.push_back(first + static_cast<size_t>(it - signatures.begin()));
         if (it == signatures.end()) signatures.push_back(sig);
     }
+    *next = first + signatures.size();
     return out;
 }
 
-std::string ruleset(const policy::Egress& e) {
-    std::string sets, deny, with_ports, any_port;
-    std::vector<size_t> groups = set_groups(e);
-    std::vector<bool> done;
-    for (size_t i = 0; i < e.allow.size(); ++i) {
-        const auto& r = e.allow[i];
+// The statements of `rules` ending in `verdict`; sets of name rules are declared in `sets`.
+// `split`: rules with ports go to `with_ports`, the others to `any_port` (allow rules: DNS is
+// refused between them).
+void emit(const std::vector<policy::Rule>& rules, const std::vector<size_t>& groups, bool icmp, bool deny,
+          std::string& sets, std::string& with_ports, std::string& any_port) {
+    std::vector<size_t> done;
+    for (size_t i = 0; i < rules.size(); ++i) {
+        const auto& r = rules[i];
         std::vector<std::string> dests;
         if (!r.host.empty()) {
             // The first rule of a group stands for all of them: they differ only in names.
             size_t g = groups[i];
-            if (g < done.size() && done[g]) continue;
-            if (done.size() <= g) done.resize(g + 1, false);
-            done[g] = true;
+            if (std::find(done.begin(), done.end(), g) != done.end()) continue;
+            done.push_back(g);
             sets += "  set " + set_name(g, AF_INET) + " { type ipv4_addr; flags timeout; size 4096; }\n";
             sets += "  set " + set_name(g, AF_INET6) + " { type ipv6_addr; flags timeout; size 4096; }\n";
             dests = {"ip daddr @" + set_name(g, AF_INET), "ip6 daddr @" + set_name(g, AF_INET6)};
         } else {
             dests = destinations(r);
         }
-        for (const auto& dest : dests)
-            for (const auto& m : allow_matches(r, dest, e.icmp)) (r.ports.empty() ? any_port : with_ports) += "    " + m + " accept\n";
+        std::string& out = r.ports.empty() ? any_port : with_ports;
+        for (const auto& dest : dests) {
+            if (deny && denies_everything(r)) out += "    " + dest + " jump refuse\n";
+            else
+                for (const auto& m : allow_matches(r, dest, icmp)) out += "    " + m + (deny ? " jump refuse\n" : " accept\n");
+        }
     }
-    // Deny rules with a name act at the DNS forwarder; those with an address act here, first.
-    for (const auto& r : e.deny)
-        if (!r.cidr.empty())
-            for (const auto& dest : destinations(r)) deny += "    " + dest + " jump refuse\n";
+}
+
+}  // namespace
+
+bool denies_everything(const policy::Rule& r) { return r.proto == "any" && r.ports.empty(); }
+
+SetGroups set_groups(const policy::Egress& e) {
+    SetGroups g;
+    size_t next = 0;
+    g.allow = groups_of(e.allow, 0, &next);
+    g.deny = groups_of(e.deny, next, &next);
+    return g;
+}
+
+std::string ruleset(const policy::Egress& e) {
+    std::string sets, deny, with_ports, any_port;
+    SetGroups groups = set_groups(e);
+    // Deny rules come first, whatever their ports: deny beats allow.
+    emit(e.deny, groups.deny, false, true, sets, deny, deny);
+    emit(e.allow, groups.allow, e.icmp, false, sets, with_ports, any_port);
     // The namespace is new and empty: no table to replace.
     std::string out = "table inet hutch {\n" + sets;
     out +=
@@ -222,6 +247,7 @@ std::string ruleset(const policy::Egress& e) {
         "    type filter hook output priority filter; policy drop;\n"
         "    oifname \"lo\" accept\n"
         "    ct state established,related accept\n"
+
         // Neighbour discovery and multicast listener reports: the kernel's own, answered by
         // pasta on the link and never forwarded, so nothing leaves through them.
         "    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, "

@@ -224,6 +224,9 @@ struct Birth {
             pty::send_fd(b.tty.child.get(), tty.master.get());
             tty.master.reset();
         }
+        // Named before the command exists: it may look at /proc/1/comm at once (init::run names
+        // it too, but only after the fork, which a busy host lets the command outrun).
+        ::prctl(PR_SET_NAME, "hutch-init", 0, 0, 0);
         pid_t command = ::fork();
         if (command < 0) throw_errno("cannot fork the command");
         if (command == 0) {
@@ -596,8 +599,9 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     } catch (const Error& e) {
         error = e;
         // The network did not come up: what pasta said is the reason.
-        if (side && side->egress && !side->egress->pasta_messages().empty())
-            error = Error(e.what_failed(), e.where(), e.error_number(), "pasta: " + side->egress->pasta_messages(),
+        if (side && side->egress && !side->egress->pasta_messages().empty() &&
+            std::string(e.what()).find("network did not come up") != std::string::npos)
+            error = Error(e.what_failed(), e.where(), e.error_number(), "pasta said: " + side->egress->pasta_messages(),
                           e.exit_code());
     }
     side.reset();  // pasta is gone before the scratch directory is

@@ -22,6 +22,7 @@ Command line (for tools/bench/egress.sh and manual runs, as root):
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -91,6 +92,10 @@ def unavailable() -> str | None:
     for tool in ("ip", "dnsmasq", "pasta"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}") and not os.path.exists(f"/usr/bin/{tool}"):
             return f"{tool} is not installed"
+    try:
+        ctypes.CDLL("libnftables.so.1")
+    except OSError:
+        return "libnftables is not installed (Debian: nftables)"
     probe = f"hxprobe{os.getpid()}"
     cp = run("ip", "netns", "add", probe, check=False)
     if cp.returncode != 0:
@@ -189,7 +194,7 @@ class Lab:
         # Ready when it answers.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            cp = self.ns(self.outer, "python3", "-c", QUERY, DNS_V4, "a.test", check=False)
+            cp = self.ns(self.outer, sys.executable, "-c", QUERY, DNS_V4, "a.test", check=False)
             if cp.returncode == 0:
                 return
             time.sleep(0.05)

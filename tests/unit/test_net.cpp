@@ -149,6 +149,7 @@ TEST_CASE("the ruleset drops by default, shares sets between rules alike, and re
     c.ports = {{8000, 8100}};
     c.proto = "tcp";
     d.cidr = "10.0.0.0/8";
+    d.proto = "any";
     e.allow = {a, b, c};
     e.deny = {d};
     std::string rs = ruleset(e);
@@ -158,7 +159,18 @@ TEST_CASE("the ruleset drops by default, shares sets between rules alike, and re
     CHECK(rs.find("ip daddr 192.0.2.0/24 tcp dport { 8000-8100 } accept") != std::string::npos);
     CHECK(rs.find("ip daddr 10.0.0.0/8 jump refuse") < rs.find("ip daddr @r0_4"));
     CHECK(rs.find("th dport { 53, 853 } jump refuse") != std::string::npos);
-    CHECK(set_groups(e) == std::vector<size_t>{0, 0, SIZE_MAX});
+    CHECK(set_groups(e).allow == std::vector<size_t>{0, 0, SIZE_MAX});
+    // A deny rule by name on some ports only: its own set, checked before the allow rules.
+    policy::Rule ssh;
+    ssh.host = "internal.a.test";
+    ssh.ports = {{22, 22}};
+    ssh.proto = "tcp";
+    e.deny.push_back(ssh);
+    CHECK_FALSE(denies_everything(ssh));
+    CHECK(denies_everything(d));
+    CHECK(set_groups(e).deny == std::vector<size_t>{SIZE_MAX, 1});
+    rs = ruleset(e);
+    CHECK(rs.find("ip daddr @r1_4 tcp dport { 22 } jump refuse") < rs.find("ip daddr @r0_4"));
     std::string add = add_elements({0}, *parse_ip("203.0.113.10"), 60);
     CHECK(add.find("add element inet hutch r0_4 { 203.0.113.10 timeout 90s }") != std::string::npos);
 }

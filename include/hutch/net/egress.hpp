@@ -15,10 +15,17 @@
 //                                                 allowed names; each answer's addresses go
 //                                                 into nft sets with the record's TTL) and
 //                                                 records every refusal in the report
-//   summary(): one line of what was refused
+//   finish(): one line of what was refused
 //
 // The command never holds CAP_NET_ADMIN or CAP_NET_RAW (refused with egress), so the ruleset is
 // out of its reach; the forwarder is the only way to learn addresses the sets will accept.
+//
+// Why the forwarder lives in the init: it lasts exactly as long as the sandbox, holds
+// CAP_NET_ADMIN over the sandbox's netns (set updates) and nothing over the host's, and its
+// sockets to the host's resolvers, made by the front end before clone, keep working from inside
+// without giving the command any path to them.
+//
+// Environment: HUTCH_PASTA names the pasta binary; HUTCH_NET_TRACE=1 times the start-up steps.
 #pragma once
 
 #include <sys/types.h>
@@ -85,8 +92,8 @@ public:
 
 private:
     [[noreturn]] void spawn_pasta_child(int userns, int netns, int log) const;
-    [[noreturn]] void run_keeper(int init_fd, int userns, int netns) const;
-    void wait_for_routes() const;
+    [[noreturn]] void run_keeper(int init_fd, int userns, int netns, int watch) const;
+    void wait_for_routes();
     void stop_pasta();
 
     policy::Egress rules_;
@@ -99,11 +106,12 @@ private:
     std::string resolv_path_;
     std::string pasta_;
     UniqueFd report_;
-    bool anonymous_report_ = false;
     // Front end: pasta (or its keeper).
     pid_t pasta_pid_ = -1;
     UniqueFd pasta_pidfd_;
     UniqueFd pasta_log_;
+    // Front end → init: pasta's pidfd, so that the init stops waiting for routes when pasta dies.
+    UniqueFd pasta_watch_host_, pasta_watch_init_;
     // Init.
     Nft nft_;
     std::vector<int> nft_fds_;  // what libnftables opened (its netlink socket)

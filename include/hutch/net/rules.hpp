@@ -39,10 +39,16 @@ bool name_matches(const std::string& pattern, const std::string& name);
 // consent to reach it.
 const char* forbidden_reason(const Ip& ip, const std::vector<Ip>& host_addresses, const std::vector<Cidr>& allowed);
 
-// Allow rules by name with the same protocol and ports share a pair of nftables sets (a set per
-// rule would cost the start-up a millisecond per few rules). Per allow rule: its set group, or
-// SIZE_MAX for a CIDR rule.
-std::vector<size_t> set_groups(const policy::Egress& egress);
+// Rules by name with the same protocol and ports share a pair of nftables sets (a set per rule
+// would cost the start-up a millisecond per few rules); allow and deny rules never share. Per
+// rule: its set group, or SIZE_MAX for a CIDR rule.
+struct SetGroups {
+    std::vector<size_t> allow, deny;
+};
+SetGroups set_groups(const policy::Egress& egress);
+// A deny rule for every port and protocol: its names are refused at the DNS forwarder already.
+// Narrower deny rules by name put the answers' addresses into their own sets, checked first.
+bool denies_everything(const policy::Rule& rule);
 // The set that holds the resolved addresses of set group `group` for `family`.
 std::string set_name(size_t group, int family);
 
