@@ -35,6 +35,7 @@
 #include "forwarder.hpp"
 #include "trace.hpp"
 #include "hutch/core/error.hpp"
+#include "hutch/core/fdpass.hpp"
 #include "hutch/core/fs.hpp"
 
 namespace hutch::net {
@@ -171,41 +172,10 @@ bool policy_allows(const policy::Egress& e, const std::string& proto) {
     return false;
 }
 
-// Hands a pidfd of pasta to the init (SCM_RIGHTS), which watches it while it waits for the
-// routes: when pasta dies first, the sandbox fails at once instead of after the timeout.
-void send_pidfd(int sock, int pidfd) {
-    char byte = 'p';
-    struct iovec iov {&byte, 1};
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    struct msghdr msg {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
-    ::sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);  // the init may be gone: nothing to tell
-}
-
-int recv_pidfd(int sock) {
-    char byte;
-    struct iovec iov {&byte, 1};
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    struct msghdr msg {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    if (::recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0) return -1;
-    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int))) return -1;
-    int fd;
-    std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    return fd;
-}
+// Hands a pidfd of pasta to the init, which watches it while it waits for the routes: when pasta
+// dies first, the sandbox fails at once instead of after the timeout. The init may be gone
+// already: then there is nobody to tell.
+void send_pidfd(int sock, int pidfd) { send_fd(sock, pidfd, MSG_DONTWAIT); }
 
 std::set<int> open_fds() {
     std::set<int> out;
@@ -681,7 +651,7 @@ void Egress::wait_for_routes() {
             while (::recv(fd.get(), drain, sizeof drain, MSG_DONTWAIT) > 0) {
             }
         }
-        if (p[1].revents & POLLIN) pasta.reset(recv_pidfd(pasta_watch_init_.get()));
+        if (p[1].revents & POLLIN) pasta = recv_fd(pasta_watch_init_.get(), MSG_DONTWAIT);
         if (p[2].revents & POLLIN)
             fail("the sandbox's network did not come up", "pasta exited before it configured the namespace",
                  "check that 'pasta --version' works");

@@ -42,6 +42,7 @@
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fd.hpp"
+#include "hutch/core/fdpass.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/core/log.hpp"
 #include "hutch/net/egress.hpp"
@@ -221,7 +222,7 @@ struct Birth {
         if (spec.process.tty) {
             tty = pty::open_pair();
             if (b.have_winsize) ::ioctl(tty.master.get(), TIOCSWINSZ, &b.winsize);
-            pty::send_fd(b.tty.child.get(), tty.master.get());
+            if (!send_fd(b.tty.child.get(), tty.master.get())) throw_errno("cannot pass the terminal to hutch");
             tty.master.reset();
         }
         // Named before the command exists: it may look at /proc/1/comm at once (init::run names
@@ -581,7 +582,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         birth.host = mounts::HostSide();
         UniqueFd master;
         // The init sends the pty's master once /dev/pts exists; EOF if setup failed first.
-        if (spec.process.tty) master = pty::recv_fd(birth.tty.parent.get());
+        if (spec.process.tty) master = recv_fd(birth.tty.parent.get());
         Supervision sup;
         sup.child_pidfd = st.pidfd.get();
         sup.status_fd = birth.status.rd.get();

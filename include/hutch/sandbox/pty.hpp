@@ -16,10 +16,6 @@ struct Pair {
 // Opens a pty from the devpts mounted at /dev/pts (call after the sandbox's /dev is set up).
 Pair open_pair();
 
-// Passes a file descriptor over a unix socket (SCM_RIGHTS) and receives it.
-void send_fd(int sock, int fd);
-UniqueFd recv_fd(int sock);
-
 // Copies the window size of terminal `from` to terminal `to`; no-op when `from` is not a terminal.
 void copy_winsize(int from, int to);
 
