@@ -334,7 +334,9 @@ SandboxSpec build_spec(const GlobalOptions& g, const Paths& paths, const Sandbox
     r.device_read_bps = o.device_read_bps;
     r.device_write_bps = o.device_write_bps;
     spec.stats = o.stats;
+    const bool limits_given = !r.empty();
     apply_policy(pols, o, spec);
+    spec.limits_from_policy = !limits_given && !spec.resources.empty();
     resolve_root_and_command(g, paths, spec, o, !persistent);
     return spec;
 }

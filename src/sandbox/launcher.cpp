@@ -516,8 +516,14 @@ bool wait_exit(int pidfd, double seconds) {
 // without usable cgroup v2 is an error (locate() says what is missing).
 std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec) {
     if (spec.resources.empty() && !spec.stats) return std::nullopt;
-    cgroup::Hierarchy where = cgroup::locate(cgroup::controllers_for(spec.resources));
-    return cgroup::Cgroup::create(where, spec.name, spec.resources);
+    try {
+        cgroup::Hierarchy where = cgroup::locate(cgroup::controllers_for(spec.resources));
+        return cgroup::Cgroup::create(where, spec.name, spec.resources);
+    } catch (const Error& e) {
+        if (!spec.limits_from_policy || spec.stats) throw;
+        log::warn(std::string("the policy's resource limits are not applied: ") + e.what());
+        return std::nullopt;
+    }
 }
 
 // Reads what the cgroup saw, then kills anything left in it and removes it.

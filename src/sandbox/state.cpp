@@ -27,7 +27,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(Resources, memory, memory_swap, 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(ProcessSpec, argv, env, cwd, user, tty, stdin_open, cap_add,
                                                 cap_drop, rlimits)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SandboxSpec, name, hostname, rootfs, lower_dirs, image, read_only_root, binds, tmpfs,
-                                                idmap, seccomp_profile, process, resources, stats, timeout, persistent)
+                                                idmap, seccomp_profile, process, resources, limits_from_policy, stats, timeout, persistent)
 
 namespace state {
 

@@ -94,6 +94,9 @@ struct SandboxSpec {
     std::string seccomp_profile;
     ProcessSpec process;
     Resources resources;
+    // The limits came from a policy's defaults, not from flags: on a host without usable cgroup
+    // v2 they are skipped with one warning instead of failing the run.
+    bool limits_from_policy = false;
     bool stats = false;  // report peak memory, CPU time, pids and I/O at the end (--stats)
     // Seconds; 0 means no timeout.
     double timeout = 0;
