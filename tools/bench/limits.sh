@@ -1,0 +1,23 @@
+#!/bin/sh
+# Start-up cost of cgroup limits: `hutch run --memory 256m --pids-limit 256 true` against the same
+# run without limits, measured inside User-Mode Linux (a pure cgroup v2 kernel, tools/uml), since
+# the development host's cgroups are a v1/v2 hybrid. Usage: tools/bench/limits.sh [RUNS]
+set -eu
+cd "$(dirname "$0")/../.."
+runs=${1:-50}
+stage=$(mktemp -d /tmp/hutch-bench-limits.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+chmod 755 "$stage"
+cp build/hutch build/hutch-image "$stage/"
+cp -a build/rootfs/busybox-oci policies "$stage/"
+cat > "$stage/inside.sh" <<INSIDE
+set -e
+export HUTCH_IMAGE_HELPER=$stage/hutch-image HUTCH_DEFAULT_IMAGE_LAYOUT=$stage/busybox-oci HUTCH_POLICY_DIR=$stage/policies
+root=\$(mktemp -d /tmp/hutch-root.XXXXXX)
+h="$stage/hutch --root \$root"
+\$h run busybox true
+hyperfine -N --warmup 5 --runs $runs --export-markdown $stage/limits.md \
+    "\$h run busybox true" "\$h run --memory 256m --pids-limit 256 busybox true"
+INSIDE
+tools/uml/run.sh --rw "$stage" --timeout 900 -- sh "$stage/inside.sh"
+cat "$stage/limits.md"
