@@ -62,8 +62,10 @@ static void ensure_private_dir(const std::string& path, mode_t mode) {
 
 void Paths::ensure() const {
     const mode_t storage_mode = ::geteuid() == 0 ? 0711 : 0700;
-    ensure_private_dir(state, 0700);
+    // Storage first: with --root, state lives inside it, and creating state first would make
+    // the missing parents 0700, out of reach of root's sandboxes.
     ensure_private_dir(storage, storage_mode);
+    ensure_private_dir(state, 0700);
     ensure_private_dir(sandboxes_state(), 0700);
     ensure_private_dir(sandboxes_storage(), storage_mode);
     if (::geteuid() == 0) fs::require_searchable(storage, "the store");
