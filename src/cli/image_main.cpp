@@ -203,12 +203,8 @@ int main(int argc, char** argv) {
             hutch::image::logout(logout_host, opts);
             return 0;
         }
-    } catch (const hutch::Error& e) {
-        std::fprintf(stderr, "hutch: %s\n", e.what());
-        return e.exit_code();
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "hutch: %s\n", e.what());
-        return hutch::kExitHutchError;
+        return hutch::report_error(e);
     }
     return hutch::kExitHutchError;
 }

@@ -282,12 +282,8 @@ int main(int argc, char** argv) {
         if (image_prune->parsed()) return hutch::cli::image_prune(g);
         if (tag->parsed()) return hutch::cli::tag(g, tag_source, tag_target);
         if (df->parsed()) return hutch::cli::system_df(g, df_format);
-    } catch (const hutch::Error& e) {
-        std::fprintf(stderr, "hutch: %s\n", e.what());
-        return e.exit_code();
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "hutch: %s\n", e.what());
-        return hutch::kExitHutchError;
+        return hutch::report_error(e);
     }
     return hutch::kExitHutchError;
 }

@@ -1,5 +1,6 @@
 #include "hutch/core/error.hpp"
 
+#include <cstdio>
 #include <cstring>
 
 namespace hutch {
@@ -20,6 +21,12 @@ Error::Error(std::string what, std::string where, int err, std::string hint, int
       hint_(std::move(hint)),
       errno_(err),
       exit_code_(exit_code) {}
+
+int report_error(const std::exception& e) {
+    std::fprintf(stderr, "hutch: %s\n", e.what());
+    const auto* err = dynamic_cast<const Error*>(&e);
+    return err ? err->exit_code() : kExitHutchError;
+}
 
 void throw_errno(std::string what, std::string where, std::string hint) {
     int err = errno;

@@ -1,5 +1,7 @@
 // Unit tests of the image store: blobs, layers, images.json, find/tag/remove/prune, lower_dirs.
 #include <doctest/doctest.h>
+
+#include "helpers.hpp"
 #include <dirent.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -55,15 +57,7 @@ mode_t mode_of(const std::string& path) {
     return st.st_mode & 07777;
 }
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-    try {
-        fn();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
+using hutch::test::error_of;
 
 std::string config_json(const std::vector<std::string>& diff_ids, const std::string& created, const std::string& salt) {
     std::string ids;

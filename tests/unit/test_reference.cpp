@@ -1,5 +1,7 @@
 // Unit tests of sha256 digests, docker image references and image sources.
 #include <doctest/doctest.h>
+
+#include "helpers.hpp"
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -19,16 +21,7 @@ namespace {
 const std::string kHex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const std::string kDigest = "sha256:" + kHex;
 
-// The message of the hutch::Error that fn throws, or "" when it does not throw.
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-    try {
-        fn();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
+using hutch::test::error_of;
 
 }  // namespace
 

@@ -34,6 +34,10 @@ private:
     int exit_code_;
 };
 
+// Prints "hutch: <message>" on stderr for an error that reached a front end's top, and returns the
+// exit status it calls for (an Error's own, 125 for anything else).
+int report_error(const std::exception& e);
+
 // Throws an Error carrying the current errno.
 [[noreturn]] void throw_errno(std::string what, std::string where = {}, std::string hint = {});
 
