@@ -12,6 +12,7 @@
 #include "commands.hpp"
 #include "hutch/core/error.hpp"
 #include "hutch/core/log.hpp"
+#include "hutch/core/trace.hpp"
 #include "hutch_config.h"
 
 namespace {
@@ -98,6 +99,7 @@ int subcommand_index(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    hutch::trace("front end: main");
     if (int sub = subcommand_index(argc, argv)) {
         std::string word = argv[sub];
         if (word == "pull" || word == "load" || word == "save" || word == "login" || word == "logout")

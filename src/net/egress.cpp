@@ -33,7 +33,7 @@
 #include <sstream>
 
 #include "forwarder.hpp"
-#include "trace.hpp"
+#include "hutch/core/trace.hpp"
 #include "hutch/core/error.hpp"
 #include "hutch/core/fdpass.hpp"
 #include "hutch/core/fs.hpp"

@@ -13,7 +13,7 @@
 
 #include "hutch/core/error.hpp"
 #include "hutch/net/nflog.hpp"
-#include "trace.hpp"
+#include "hutch/core/trace.hpp"
 
 namespace hutch::net {
 

@@ -45,6 +45,7 @@
 #include "hutch/core/fdpass.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/core/log.hpp"
+#include "hutch/core/trace.hpp"
 #include "hutch/net/egress.hpp"
 #include "hutch/sandbox/caps.hpp"
 #include "hutch/sandbox/cgroup.hpp"
@@ -180,6 +181,7 @@ struct Birth {
         b.sync.rd.reset();
         if (!spec.idmap.deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
         if (::unshare(CLONE_NEWCGROUP) != 0) throw_errno("cannot create the cgroup namespace");
+        trace("init: maps written, root of the namespace");
 
         // The writable layer is emptied at the end from inside (its files may belong to
         // subordinate ids the front end cannot remove); keep handles that survive pivot_root.
@@ -191,7 +193,9 @@ struct Birth {
         mounts::make_private();
         mounts::Detached detached = mounts::prepare(spec, std::move(b.host.binds));
         mounts::enter_overlay_root(b.host);
+        trace("init: in the overlay root");
         mounts::populate(spec, detached, spec.idmap.maps_gid(5));
+        trace("init: mounts populated");
         if (::sethostname(spec.hostname.c_str(), spec.hostname.size()) != 0) throw_errno("cannot set hostname", spec.hostname);
         bring_up_loopback();
         mounts::finish(spec);
@@ -228,6 +232,7 @@ struct Birth {
         // Named before the command exists: it may look at /proc/1/comm at once (init::run names
         // it too, but only after the fork, which a busy host lets the command outrun).
         ::prctl(PR_SET_NAME, "hutch-init", 0, 0, 0);
+        trace("init: forking the command");
         pid_t command = ::fork();
         if (command < 0) throw_errno("cannot fork the command");
         if (command == 0) {
@@ -446,6 +451,7 @@ Started give_birth(Birth& b) {
         throw_errno("cannot create the sandbox's namespaces", "clone3",
                     "unprivileged user namespaces must be enabled; see 'hutch doctor'");
     if (pid == 0) sandbox_main(b);
+    trace("front end: cloned the init");
     st.pid = pid;
     st.pidfd.reset(pidfd);
     b.sync.rd.reset();
@@ -460,6 +466,7 @@ Started give_birth(Birth& b) {
         throw;
     }
     if (::write(b.sync.wr.get(), "1", 1) != 1) throw_errno("cannot release the sandbox");
+    trace("front end: id maps written");
     // sync.wr stays open while the front end lives: the init checks it for a hang-up.
     st.report = std::move(b.report.rd);
     return st;
@@ -566,6 +573,7 @@ struct EgressSide {
 };
 
 RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::Egress* egress_rules) {
+    trace("front end: run_sandbox");
     check_bind_sources(spec);
     check_layers(spec);
     Security security = resolve_security(spec, paths);
@@ -601,6 +609,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         sup.teardown = [pidfd] { pidfd_send_signal(pidfd, init::teardown_signal(), nullptr, 0); };
         result.exit_code = supervise(sup);
         result.timed_out = sup.timed_out;
+        trace("front end: the sandbox ended");
         if (side->egress) result.egress = side->egress->finish();
         rethrow_reported(st.report.get());
     } catch (const Error& e) {
@@ -614,6 +623,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     side.reset();  // pasta is gone before the scratch directory is
     if (cg) finish_cgroup(*cg, spec, result);
     state::remove_scratch(scratch.dir, spec.idmap);
+    trace("front end: scratch removed");
     if (error) throw *error;
     // Without a cgroup the init may still be in exit(2); it has PDEATHSIG and no process left, so
     // a caller that exits now loses nothing, and a long-lived caller reaps it with its others.

@@ -16,6 +16,7 @@
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
+#include "hutch/core/trace.hpp"
 #include "hutch/sandbox/user.hpp"
 
 namespace hutch {
@@ -180,6 +181,7 @@ void exec_process(const ProcessContext& ctx) {
         if (::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) throw_errno("cannot close inherited fds");
         if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw_errno("cannot set no_new_privs");
         if (ctx.seccomp) seccomp::install(*ctx.seccomp);
+        trace("command: execve");
         exec_command(ctx, env);
     } catch (const Error& e) {
         report_failure(ctx.report_fd, e.exit_code(), e.what());

@@ -1,5 +1,5 @@
-// HUTCH_NET_TRACE=1: a timestamped line on stderr for each egress start-up step and DNS
-// exchange, for start-up cost and forwarder work. Private to src/net.
+// HUTCH_TRACE=1: a timestamped line on stderr for each step of a sandbox's start-up (and of
+// egress's DNS exchanges), for measuring where start-up time goes. Off, it costs one getenv.
 #pragma once
 
 #include <time.h>
@@ -9,10 +9,10 @@
 #include <cstdlib>
 #include <string>
 
-namespace hutch::net {
+namespace hutch {
 
 inline void trace(const std::string& what) {
-    static const bool on = std::getenv("HUTCH_NET_TRACE") != nullptr;
+    static const bool on = std::getenv("HUTCH_TRACE") != nullptr;
     if (!on) return;
     struct timespec ts;
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -20,4 +20,4 @@ inline void trace(const std::string& what) {
                  what.c_str());
 }
 
-}  // namespace hutch::net
+}  // namespace hutch
