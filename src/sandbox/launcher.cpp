@@ -577,8 +577,10 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     check_bind_sources(spec);
     check_layers(spec);
     Security security = resolve_security(spec, paths);
+    trace("front end: seccomp program loaded");
     auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
     state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
+    trace("front end: scratch created");
     RunResult result;
     std::optional<Error> error;
     std::optional<cgroup::Cgroup> cg;
