@@ -381,6 +381,15 @@ void Cgroup::kill() const {
     write_file(path_ + "/cgroup.freeze", "0");
 }
 
+void Cgroup::evict(pid_t pid) const {
+    std::string leaf = path_.substr(0, path_.rfind('/')) + "/hutch-exiting";
+    if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) return;
+    UniqueFd procs(::open((leaf + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+    std::string text = std::to_string(pid);
+    // ESRCH: it is gone already, which is what was wanted.
+    if (procs) (void)!::write(procs.get(), text.data(), text.size());
+}
+
 bool Cgroup::remove() const {
     for (int attempt = 0; attempt < 200; ++attempt) {
         if (::rmdir(path_.c_str()) == 0 || errno == ENOENT) return true;

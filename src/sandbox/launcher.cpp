@@ -534,10 +534,11 @@ std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec) {
 }
 
 // Reads what the cgroup saw, then kills anything left in it and removes it.
-void finish_cgroup(const cgroup::Cgroup& cg, const SandboxSpec& spec, RunResult& result) {
+void finish_cgroup(const cgroup::Cgroup& cg, const SandboxSpec& spec, pid_t init, RunResult& result) {
     cgroup::Stats st = cg.stats();
     if (spec.stats) result.stats = cgroup::format_stats(st);
     if (st.oom_kills > 0 && result.exit_code == 128 + SIGKILL) result.note = cgroup::oom_message(spec.resources);
+    if (init > 0) cg.evict(init);
     cg.kill();
     if (!cg.remove()) log::warn("cannot remove cgroup " + cg.path() + "; the next hutch run removes it");
 }
@@ -584,6 +585,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     RunResult result;
     std::optional<Error> error;
     std::optional<cgroup::Cgroup> cg;
+    pid_t init_pid = -1;  // the sandbox's init, once it has reported (only its exit is left)
     std::optional<EgressSide> side;
     try {
         cg = make_cgroup(spec);
@@ -611,6 +613,8 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         sup.teardown = [pidfd] { pidfd_send_signal(pidfd, init::teardown_signal(), nullptr, 0); };
         result.exit_code = supervise(sup);
         result.timed_out = sup.timed_out;
+        // Only now, with every process of the sandbox gone, may its init leave the cgroup.
+        init_pid = st.pid;
         trace("front end: the sandbox ended");
         if (side->egress) result.egress = side->egress->finish();
         rethrow_reported(st.report.get());
@@ -623,7 +627,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
                           e.exit_code());
     }
     side.reset();  // pasta is gone before the scratch directory is
-    if (cg) finish_cgroup(*cg, spec, result);
+    if (cg) finish_cgroup(*cg, spec, init_pid, result);
     state::remove_scratch(scratch.dir, spec.idmap);
     trace("front end: scratch removed");
     if (error) throw *error;

@@ -105,6 +105,10 @@ public:
     void kill() const;
     // rmdir, retrying briefly while exiting processes leave it. Returns false if it stays busy.
     bool remove() const;
+    // Moves `pid` to a leaf shared by exiting inits beside the sandboxes' cgroups. A sandbox's
+    // init that has reported the status is only left with the kernel's teardown of its
+    // namespaces, milliseconds that need not keep the sandbox's cgroup (and its caller) waiting.
+    void evict(pid_t pid) const;
 
 private:
     std::string path_;
