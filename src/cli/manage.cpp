@@ -64,7 +64,7 @@ int ps(const GlobalOptions& g, const std::string& format) {
         std::printf("%s\n", all.dump(2).c_str());
         return 0;
     }
-    std::printf("%-24s %-8s %-8s %s\n", "NAME", "STATUS", "PID", "COMMAND/ROOTFS");
+    std::printf("%-24s %-8s %-8s %s\n", "NAME", "STATUS", "PID", "IMAGE");
     for (const auto& s : all)
         std::printf("%-24s %-8s %-8d %s\n", s["name"].get<std::string>().c_str(),
                     s["state"]["status"].get<std::string>().c_str(), s["state"]["pid"].get<int>(),
