@@ -176,13 +176,9 @@ int main(int argc, char** argv) {
 
     try {
         app.parse(argc, argv);
-    } catch (const CLI::CallForHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::CallForAllHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::Success& e) {
-        return app.exit(e);
     } catch (const CLI::ParseError& e) {
+        // --help and --version arrive as "errors" with exit code 0: CLI11 prints them.
+        if (e.get_exit_code() == 0) return app.exit(e);
         std::fprintf(stderr, "hutch: %s (see 'hutch --help')\n", e.what());
         return hutch::kExitHutchError;
     }

@@ -232,13 +232,9 @@ int main(int argc, char** argv) {
 
     try {
         app.parse(before);
-    } catch (const CLI::CallForHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::CallForAllHelp& e) {
-        return app.exit(e);
-    } catch (const CLI::Success& e) {
-        return app.exit(e);
     } catch (const CLI::ParseError& e) {
+        // --help and --version arrive as "errors" with exit code 0: CLI11 prints them.
+        if (e.get_exit_code() == 0) return app.exit(e);
         // Name an unknown command instead of CLI11's "A subcommand is required".
         int sub = subcommand_index(argc, argv);
         bool known = false;
