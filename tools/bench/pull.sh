@@ -81,24 +81,7 @@ HELPER_SRC=$(dirname "$HUTCH_SRC")/hutch-image
 
 IS_ROOT=0
 [ "$(id -u)" -ne 0 ] || IS_ROOT=1
-SETS=()
-if [ "$IS_ROOT" -eq 1 ]; then
-    SETS+=("root:")
-    if [ "$NO_USER" -eq 0 ]; then
-        [ -n "$BENCH_USER" ] || BENCH_USER=hutch-t-sub
-        if id -u "$BENCH_USER" >/dev/null 2>&1; then
-            [ "$(id -u "$BENCH_USER")" -ne 0 ] || die "--user must name an unprivileged user"
-            SETS+=("$BENCH_USER:$BENCH_USER")
-        elif [ "$USER_GIVEN" -eq 1 ]; then
-            die "no such user: $BENCH_USER"
-        else
-            echo "!! user hutch-t-sub does not exist: measuring root only (tools/test-users.sh creates it)" >&2
-        fi
-    fi
-else
-    [ "$USER_GIVEN" -eq 0 ] || die "--user needs root (runuser)"
-    SETS+=("$(id -un):")
-fi
+. "$(dirname "$0")/identities.sh"
 
 if [ ! -e "$DEBIAN_LAYOUT/index.json" ]; then
     [ "$IS_ROOT" -eq 1 ] || die "no OCI layout at $DEBIAN_LAYOUT, and building one needs root (rootfs/debian/build.sh)"
