@@ -80,7 +80,9 @@ int policy_show(const GlobalOptions& g, const std::string& name_or_file);
 // Checks the host and explains what is missing (src/cli/doctor.cpp). Non-zero if something required is.
 int doctor(const GlobalOptions& g, const std::string& format);
 
-Paths prepare_paths(const GlobalOptions& g);
+// The directories hutch keeps state and storage in, created if needed; `sweep`: remove what
+// crashed runs left (`run` does that itself while its sandbox starts, `exec` makes nothing).
+Paths prepare_paths(const GlobalOptions& g, bool sweep = true);
 
 // Runs fn for each argument (sandbox or image names), reporting each failure on its own line as
 // docker does; returns 1 if any failed, else 0.

@@ -14,6 +14,7 @@
 #include "hutch_config.h"
 #include "hutch/core/duration.hpp"
 #include "hutch/core/error.hpp"
+#include "hutch/core/trace.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/image/reference.hpp"
 #include "hutch/policy/policy.hpp"
@@ -362,16 +363,19 @@ int report(const RunResult& r, const SandboxSpec& spec) {
 
 }  // namespace
 
-Paths prepare_paths(const GlobalOptions& g) {
+Paths prepare_paths(const GlobalOptions& g, bool sweep) {
     Paths paths = Paths::resolve(g.root);
     paths.ensure();
-    state::sweep(paths, idmap::for_caller());
+    if (sweep) state::sweep(paths, idmap::for_caller());
     return paths;
 }
 
 int run(const GlobalOptions& g, const SandboxOptions& o) {
-    Paths paths = prepare_paths(g);
+    trace("front end: arguments parsed");
+    Paths paths = prepare_paths(g, false);
+    trace("front end: paths ready");
     Policies pols = load_policies(o);
+    trace("front end: policies loaded");
     std::optional<policy::Egress> egress = egress_rules(pols, o);
     SandboxSpec spec = build_spec(g, paths, o, pols, false);
     RunResult result = run_sandbox(spec, paths, egress ? &*egress : nullptr);
@@ -394,7 +398,7 @@ int create(const GlobalOptions& g, const SandboxOptions& o) {
 int exec(const GlobalOptions& g, const ProcessOptions& o, const std::string& name, std::vector<std::string> command) {
     if (!command.empty() && command[0] == "--") command.erase(command.begin());
     if (command.empty()) fail("exec needs a command", name, "hutch exec NAME [--] COMMAND [ARG...]");
-    Paths paths = prepare_paths(g);
+    Paths paths = prepare_paths(g, false);
     ProcessSpec p;
     p.argv = command;
     p.env = collect_env(o);

@@ -1,5 +1,8 @@
 #include "hutch/net/egress.hpp"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -55,6 +58,22 @@ double monotonic() {
     return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
+// AVX2 usable: the CPU has it and the kernel saves the YMM registers. Asked with cpuid here, on
+// the egress path only: __builtin_cpu_supports would link libgcc's constructor that probes the
+// CPU at every start of hutch, and cpuid traps to the hypervisor in a VM.
+bool cpu_has_avx2() {
+#if !defined(__x86_64__)
+    return false;
+#else
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX)) return false;
+    unsigned lo, hi;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0x6) != 0x6) return false;  // XMM and YMM state enabled by the kernel
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_AVX2);
+#endif
+}
+
 std::string find_pasta() {
     if (const char* env = std::getenv("HUTCH_PASTA"); env && *env) {
         if (::access(env, X_OK) != 0) throw_errno("cannot run pasta", env, "HUTCH_PASTA must name the pasta binary");
@@ -62,7 +81,7 @@ std::string find_pasta() {
     }
     // pasta re-executes itself as pasta.avx2 where the CPU has AVX2: going there at once saves
     // an exec and a dynamic link on the start-up path.
-    bool avx2 = __builtin_cpu_supports("avx2");
+    bool avx2 = cpu_has_avx2();
     for (const char* dir : {"/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin"}) {
         std::string p = std::string(dir) + "/pasta";
         if (avx2 && ::access((p + ".avx2").c_str(), X_OK) == 0) return p + ".avx2";

@@ -159,19 +159,50 @@ static void wait_helper(pid_t child, const char* helper) {
              "check your ranges in /etc/subuid and /etc/subgid, and that uidmap is installed");
 }
 
-void write(pid_t pid, const IdMap& map) {
+Writer::Writer(pid_t pid, const IdMap& map) {
     if (map.use_helpers) {
         // Both helpers run at once: each is a setuid exec costing about a millisecond.
-        pid_t u = spawn_helper("/usr/bin/newuidmap", pid, map.uids);
-        pid_t g = spawn_helper("/usr/bin/newgidmap", pid, map.gids);
-        wait_helper(u, "newuidmap");
-        wait_helper(g, "newgidmap");
+        uid_helper_ = spawn_helper("/usr/bin/newuidmap", pid, map.uids);
+        try {
+            gid_helper_ = spawn_helper("/usr/bin/newgidmap", pid, map.gids);
+        } catch (...) {
+            finish_quietly();
+            throw;
+        }
         return;
     }
     if (map.deny_setgroups) write_proc_file(pid, "setgroups", "deny");
     write_proc_file(pid, "uid_map", render(map.uids));
     write_proc_file(pid, "gid_map", render(map.gids));
 }
+
+void Writer::finish_quietly() {
+    for (pid_t* p : {&uid_helper_, &gid_helper_}) {
+        if (*p > 0)
+            while (::waitpid(*p, nullptr, 0) < 0 && errno == EINTR) {
+            }
+        *p = -1;
+    }
+}
+
+Writer::~Writer() { finish_quietly(); }
+
+void Writer::finish() {
+    pid_t u = uid_helper_, g = gid_helper_;
+    uid_helper_ = gid_helper_ = -1;
+    if (u > 0) {
+        try {
+            wait_helper(u, "newuidmap");
+        } catch (...) {
+            gid_helper_ = g;
+            finish_quietly();
+            throw;
+        }
+    }
+    if (g > 0) wait_helper(g, "newgidmap");
+}
+
+void write(pid_t pid, const IdMap& map) { Writer(pid, map).finish(); }
 
 int run_as_sandbox_root(const IdMap& map, const std::function<int()>& fn) {
     // fork() then unshare(), not clone(CLONE_NEWUSER): callers may have threads (parallel

@@ -9,6 +9,8 @@
 
 #include <cerrno>
 
+#include "hutch/core/trace.hpp"
+
 namespace hutch::init {
 
 void block_signals() {
@@ -80,7 +82,10 @@ int run(pid_t command, const std::function<void()>& before_exit, Service* servic
         int sig = next_signal(all, service);
         if (sig < 0) continue;
         if (sig == SIGCHLD) {
-            if (reap(command, &status)) break;
+            if (reap(command, &status)) {
+                trace("init: command reaped");
+                break;
+            }
             if (terminating && no_children_left()) break;
             continue;
         }
@@ -99,7 +104,9 @@ int run(pid_t command, const std::function<void()>& before_exit, Service* servic
         if (!persistent) ::kill(command, sig);
     }
     kill_all();
+    trace("init: namespace empty");
     if (before_exit) before_exit();
+    trace("init: layers emptied");
     return exit_code_of(status);
 }
 

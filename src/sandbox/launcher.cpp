@@ -3,17 +3,19 @@
 //   front end (host)                       sandbox init (pid 1 of the new namespaces)
 //   ----------------                       ------------------------------------------
 //   resolve caps, load seccomp program
-//   create scratch dir, open layer fds
-//   clone3(NEWUSER|NEWNS|NEWPID|...) ----> waits on the sync pipe
-//   write uid/gid maps, release --------->  become root of the namespace
-//                                           private mounts, detached proc/sys/dev/binds
-//                                           overlay root, pivot_root, populate /proc /dev /sys
+//   clone3(NEWUSER|NEWPID) -------------->  unshare(NEWNS|NEWNET|NEWIPC|NEWUTS)
+//   create scratch dir, write uid/gid       private mounts, detached proc/sys/dev/binds
+//     maps (both sides run at once)         waits on the sync pipe
+//   release ----------------------------->  become root of the namespace
+//   sweep what crashed runs left            overlay root, pivot_root, populate /proc /dev /sys
 //                                           hostname, loopback up, pty
 //                                           fork the command --> exec_process(): user, caps,
 //   relay tty, forward signals, timeout         no_new_privs, seccomp, execve
 //   wait for init                   <----   reap, kill what is left, empty the writable layer
 //   remove scratch dir
 //
+// The clone makes only the user and pid namespaces: the others (the network namespace alone
+// costs the kernel about a millisecond) are made by the init while the front end works.
 // The front end never runs code the sandbox chose, and the sandbox never sees a host path.
 #include "hutch/sandbox/launcher.hpp"
 
@@ -67,11 +69,14 @@ int pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned flags) {
     return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, info, flags));
 }
 
-constexpr uint64_t kNamespaces =
-    CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP;
-// The cgroup namespace is made by the init itself, once clone3 has placed it in its cgroup: a
-// namespace made by clone3 would be rooted at the front end's cgroup instead.
-constexpr uint64_t kCloneNamespaces = kNamespaces & ~static_cast<uint64_t>(CLONE_NEWCGROUP);
+// What clone3 makes: the init must be pid 1, and the owner of everything else it makes.
+constexpr uint64_t kCloneNamespaces = CLONE_NEWUSER | CLONE_NEWPID;
+// What the init makes at once, in parallel with the front end's work.
+constexpr int kInitNamespaces = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+// What `hutch exec` joins before its fork. The cgroup namespace is made by the init itself once
+// clone3 has placed it in its cgroup (a namespace made by clone3 would be rooted at the front
+// end's cgroup instead), and joined by the exec'd command after its own clone3.
+constexpr int kJoinNamespaces = static_cast<int>(kCloneNamespaces) | kInitNamespaces;
 constexpr double kTermGrace = 10.0;     // SIGTERM to hutch: the command gets this long to exit
 constexpr double kTeardownGrace = 5.0;  // init gets this long to tear down before SIGKILL
 
@@ -151,6 +156,7 @@ struct Birth {
     Pipe sync;     // front end → init: "the id maps are written"
     Pipe report;   // init and command → front end: setup failures
     Pipe status;   // init → front end: the exit status, written before init's own exit
+    Pipe unshared;   // init → front end: its network namespace exists (--network egress only)
     SocketPair tty;  // init → front end: the pty's master
     struct winsize winsize {};
     bool have_winsize = false;
@@ -166,6 +172,15 @@ struct Birth {
         b.report.rd.reset();
         b.tty.parent.reset();
         b.status.rd.reset();
+        b.unshared.rd.reset();
+        if (::unshare(kInitNamespaces) != 0)
+            throw_errno("cannot create the sandbox's namespaces", "unshare", "see 'hutch doctor'");
+        if (b.unshared.wr && ::write(b.unshared.wr.get(), "1", 1) != 1) ::_exit(kExitHutchError);
+        b.unshared.wr.reset();
+        // What needs no id map is done before the maps exist.
+        mounts::make_private();
+        mounts::Detached detached = mounts::prepare(spec, std::move(b.host.binds));
+        trace("init: namespaces made");
         char go;
         // EOF instead of the byte: the front end died before the maps were written.
         if (::read(b.sync.rd.get(), &go, 1) != 1) ::_exit(kExitHutchError);
@@ -190,8 +205,6 @@ struct Birth {
         } layers{open_path(b.host.upper), open_path(b.host.work)};
         // libnftables must be loaded while the host's libraries are still visible.
         if (b.egress) b.egress->sandbox_before_pivot(spec.idmap);
-        mounts::make_private();
-        mounts::Detached detached = mounts::prepare(spec, std::move(b.host.binds));
         mounts::enter_overlay_root(b.host);
         trace("init: in the overlay root");
         mounts::populate(spec, detached, spec.idmap.maps_gid(5));
@@ -440,8 +453,16 @@ struct Started {
     UniqueFd report;
 };
 
-// Clones the sandbox's init and writes its id maps. On return the init is setting itself up.
-Started give_birth(Birth& b) {
+// Ends an init that cannot go on; what it reported, if anything, is the better error.
+void abort_birth(const Birth& b, int pidfd) {
+    pidfd_send_signal(pidfd, SIGKILL, nullptr, 0);
+    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), nullptr, WEXITED);
+    rethrow_reported(b.report.rd.get());
+}
+
+// Clones the sandbox's init, writes its id maps, and runs `meanwhile` while the init makes its
+// namespaces. On return the init is setting itself up.
+Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     const SandboxSpec& spec = *b.spec;
     if (spec.process.tty && ::ioctl(STDIN_FILENO, TIOCGWINSZ, &b.winsize) == 0) b.have_winsize = true;
     Started st;
@@ -458,14 +479,25 @@ Started give_birth(Birth& b) {
     b.report.wr.reset();
     b.status.wr.reset();
     b.tty.child.reset();
+    b.unshared.wr.reset();
     try {
-        idmap::write(pid, spec.idmap);
+        idmap::Writer maps(pid, spec.idmap);  // the helpers run while `meanwhile` does
+        if (meanwhile) meanwhile();
+        maps.finish();
+        // pasta joins the init's network namespace by its /proc path: it must exist by then.
+        char byte;
+        if (b.unshared.rd && ::read(b.unshared.rd.get(), &byte, 1) != 1)
+            fail("the sandbox's init exited during setup", "pid " + std::to_string(pid));
     } catch (...) {
-        pidfd_send_signal(pidfd, SIGKILL, nullptr, 0);
-        ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), nullptr, WEXITED);
+        abort_birth(b, pidfd);
         throw;
     }
-    if (::write(b.sync.wr.get(), "1", 1) != 1) throw_errno("cannot release the sandbox");
+    if (::write(b.sync.wr.get(), "1", 1) != 1) {
+        int err = errno;
+        abort_birth(b, pidfd);
+        errno = err;
+        throw_errno("cannot release the sandbox");
+    }
     trace("front end: id maps written");
     // sync.wr stays open while the front end lives: the init checks it for a hang-up.
     st.report = std::move(b.report.rd);
@@ -478,7 +510,7 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
     b.host.lower = spec.lower_dirs;
     b.host.upper = scratch.upper();
     b.host.work = scratch.work();
-    b.host.target = scratch.root();
+    b.host.target = scratch.mount_point;
     // Root's sandbox runs as an unprivileged range that may not reach the caller's files: the
     // bind sources are opened here, with root's own access, and attached inside.
     if (::geteuid() == 0) b.host.binds = mounts::open_bind_sources(spec.binds);
@@ -486,6 +518,7 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
     b.report = Pipe::make();
     b.status = Pipe::make();
     if (spec.process.tty) b.tty = SocketPair::make();
+    if (b.egress) b.unshared = Pipe::make();
 }
 
 std::pair<uid_t, gid_t> sandbox_root_owner(const IdMap& map) {
@@ -580,24 +613,35 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     Security security = resolve_security(spec, paths);
     trace("front end: seccomp program loaded");
     auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
-    state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
-    trace("front end: scratch created");
+    state::Scratch scratch = state::plan_scratch(paths, spec.name);
+    bool scratch_made = false;
     RunResult result;
     std::optional<Error> error;
     std::optional<cgroup::Cgroup> cg;
     pid_t init_pid = -1;  // the sandbox's init, once it has reported (only its exit is left)
     std::optional<EgressSide> side;
+    auto make_scratch = [&] {
+        state::create_scratch(scratch, owner_uid, owner_gid);
+        scratch_made = true;
+        trace("front end: scratch created");
+    };
+    const bool egress = egress_rules && egress_rules->mode == "egress";
     try {
         cg = make_cgroup(spec);
+        if (egress) make_scratch();  // the egress side keeps its resolv.conf there
         side.emplace(egress_rules, spec, security, scratch.dir, "");
         BlockedSignals blocked;
         Birth birth;
-        prepare_birth(birth, side->of(spec), security, scratch);
         birth.egress = side->egress.get();
+        prepare_birth(birth, side->of(spec), security, scratch);
         if (cg) birth.cgroup_fd = cg->fd();
-        Started st = give_birth(birth);
+        // Without egress, the scratch directory is made while the init makes its namespaces.
+        Started st = give_birth(birth, egress ? std::function<void()>() : make_scratch);
         side->start(st, false);
         birth.host = mounts::HostSide();
+        // The init is setting itself up on the other CPU: a good time to clean up after crashes.
+        state::sweep(paths, spec.idmap);
+        trace("front end: swept");
         UniqueFd master;
         // The init sends the pty's master once /dev/pts exists; EOF if setup failed first.
         if (spec.process.tty) master = recv_fd(birth.tty.parent.get());
@@ -628,7 +672,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     }
     side.reset();  // pasta is gone before the scratch directory is
     if (cg) finish_cgroup(*cg, spec, init_pid, result);
-    state::remove_scratch(scratch.dir, spec.idmap);
+    if (scratch_made) state::remove_scratch(scratch.dir, spec.idmap);
     trace("front end: scratch removed");
     if (error) throw *error;
     // Without a cgroup the init may still be in exit(2); it has PDEATHSIG and no process left, so
@@ -648,10 +692,10 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
         EgressSide side(&rules, spec, security, scratch.dir, net::report_path(paths, spec.name));
         BlockedSignals blocked;
         Birth birth;
-        prepare_birth(birth, side.of(spec), security, scratch);
         birth.egress = side.egress.get();
+        prepare_birth(birth, side.of(spec), security, scratch);
         if (cg) birth.cgroup_fd = cg->fd();
-        Started st = give_birth(birth);
+        Started st = give_birth(birth, nullptr);
         side.start(st, true);
         wait_ready(st);
         state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid), cg ? cg->path() : ""});
@@ -714,7 +758,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     // Joining the namespaces at once through the pidfd; this process becomes the command's parent
     // and, from here on, sees only the sandbox's filesystem. The cgroup namespace waits: a process
     // inside it could not place the command into the sandbox's cgroup from where we are.
-    if (::setns(init_fd.get(), static_cast<int>(kCloneNamespaces)) != 0)
+    if (::setns(init_fd.get(), kJoinNamespaces) != 0)
         throw_errno("cannot join the sandbox's namespaces", name);
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     pty::Pair tty;

@@ -162,11 +162,14 @@ void exec_process(const ProcessContext& ctx) {
         // An exec'd process arrives with the host credentials of `hutch exec`: for root that uid
         // is not mapped in the namespace, and files it made would be unownable. Be its root first.
         if (!ctx.idmap->deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
+        trace("command: forked");
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
         reset_signals();
         setup_stdio(ctx);
+        trace("command: stdio");
         user::Resolved u = user::resolve(p.user, read_or_empty("/etc/passwd"), read_or_empty("/etc/group"));
         std::vector<std::string> env = build_env(p, ctx.hostname, u.home);
+        trace("command: user resolved");
         std::string cwd = p.cwd.empty() ? "/" : p.cwd;
         if (!p.cwd.empty()) fs::make_dirs(cwd, 0755);  // docker creates a missing working directory
         set_rlimits(p);
@@ -177,11 +180,13 @@ void exec_process(const ProcessContext& ctx) {
         if (::chdir(cwd.c_str()) != 0) throw_errno("cannot change to working directory", cwd);
         caps::apply(root ? ctx.caps : caps::added_only(ctx.caps, p.cap_add), !root);
         ::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+        trace("command: caps");
         // Nothing of hutch's (store dirs, locks, sockets) may leak into the command.
         if (::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) throw_errno("cannot close inherited fds");
         if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw_errno("cannot set no_new_privs");
+        trace("command: no_new_privs");
         if (ctx.seccomp) seccomp::install(*ctx.seccomp);
-        trace("command: execve");
+        trace("command: seccomp loaded, execve");
         exec_command(ctx, env);
     } catch (const Error& e) {
         report_failure(ctx.report_fd, e.exit_code(), e.what());

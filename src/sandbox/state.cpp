@@ -2,12 +2,12 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
@@ -42,10 +42,16 @@ void validate_name(const std::string& name) {
 }
 
 std::string random_name() {
-    std::random_device rd;
+    // getrandom(2), not std::random_device: libstdc++'s probes the CPU with cpuid first, which
+    // traps to the hypervisor in a VM.
+    unsigned char bytes[6];
+    if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) throw_errno("cannot read random bytes");
     static const char hex[] = "0123456789abcdef";
     std::string s;
-    for (int i = 0; i < 12; ++i) s += hex[rd() % 16];
+    for (unsigned char b : bytes) {
+        s += hex[b >> 4];
+        s += hex[b & 15];
+    }
     return s;
 }
 
@@ -64,24 +70,33 @@ static std::string live_path(const Paths& paths, const std::string& name) {
 // Creators hold this shared, the sweeper exclusive: a directory being set up is never swept.
 static std::string sweep_lock_path(const Paths& paths) { return paths.sandboxes_storage() + "/.sweep.lock"; }
 
-Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_uid, gid_t owner_gid) {
+Scratch plan_scratch(const Paths& paths, const std::string& name) {
     validate_name(name);
-    FileLock guard = FileLock::acquire(sweep_lock_path(paths), FileLock::Mode::Shared);
     Scratch s;
     s.dir = dir_of(paths, name);
+    s.mount_point = paths.sandboxes_storage() + "/.root";
+    return s;
+}
+
+void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
+    const std::string parent = s.dir.substr(0, s.dir.rfind('/'));
+    FileLock guard = FileLock::acquire(parent + "/.sweep.lock", FileLock::Mode::Shared);
+    if (::mkdir(s.mount_point.c_str(), 0700) != 0 && errno != EEXIST)
+        throw_errno("cannot create the mount point", s.mount_point);
     if (::mkdir(s.dir.c_str(), 0700) != 0) {
         if (errno == EEXIST)
-            fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
+            fail("a sandbox with this name already exists", s.dir.substr(parent.size() + 1),
+                 "pick another --name, or 'hutch rm " + s.dir.substr(parent.size() + 1) + "'");
         throw_errno("cannot create sandbox directory", s.dir);
     }
     try {
-        s.lock = FileLock::acquire(s.dir + "/lock");
+        s.lock = FileLock::acquire_directory(s.dir);
         // upper/ becomes the mode of the sandbox's "/" (0755, like an image's root); the sandbox
         // directory around it stays 0700.
-        for (const std::string& d : {s.upper(), s.work(), s.root()}) {
+        for (const std::string& d : {s.upper(), s.work()}) {
             if (::mkdir(d.c_str(), d == s.upper() ? 0755 : 0700) != 0) throw_errno("cannot create directory", d);
             if (d == s.upper() && ::chmod(d.c_str(), 0755) != 0) throw_errno("cannot chmod", d);
-            if (d != s.root() && ::chown(d.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", d);
+            if (::geteuid() == 0 && ::chown(d.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", d);
         }
         // The sandbox's root (another uid when hutch runs as root) must reach its layers.
         if (::geteuid() == 0 && ::chown(s.dir.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", s.dir);
@@ -89,14 +104,21 @@ Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_
         fs::remove_tree(s.dir);
         throw;
     }
+}
+
+Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_uid, gid_t owner_gid) {
+    Scratch s = plan_scratch(paths, name);
+    create_scratch(s, owner_uid, owner_gid);
     return s;
 }
 
 Scratch open_scratch(const Paths& paths, const std::string& name) {
-    Scratch s;
-    s.dir = dir_of(paths, name);
-    s.lock = FileLock::try_acquire(s.dir + "/lock");
+    Scratch s = plan_scratch(paths, name);
+    s.lock = FileLock::try_acquire_directory(s.dir);
     if (!s.lock) fail("sandbox is running", name, "stop it first: hutch stop " + name);
+    // Made by `create`; a sandbox created by an older hutch may predate it.
+    if (::mkdir(s.mount_point.c_str(), 0700) != 0 && errno != EEXIST)
+        throw_errno("cannot create the mount point", s.mount_point);
     return s;
 }
 
@@ -116,9 +138,11 @@ void empty_layers(int upper_fd, int work_fd) {
 // The usual case after a run: the init emptied the layers, so the known skeleton goes with a few
 // unlink/rmdir calls and no directory listing.
 static bool remove_empty_skeleton(const std::string& dir) {
-    for (const char* sub : {"/upper", "/work/work", "/work", "/root"})
+    for (const char* sub : {"/upper", "/work/work", "/work"})
         if (::rmdir((dir + sub).c_str()) != 0 && errno != ENOENT) return false;
+    // What an older hutch made: its lock file and mount point.
     ::unlink((dir + "/lock").c_str());
+    ::rmdir((dir + "/root").c_str());
     return ::rmdir(dir.c_str()) == 0;
 }
 
@@ -155,7 +179,7 @@ void sweep(const Paths& paths, const IdMap& map) {
         if (name[0] == '.' || e->d_type != DT_DIR) continue;
         std::string dir = dir_of(paths, name);
         if (fs::exists(dir + "/config.json")) continue;  // persistent: removed only by 'hutch rm'
-        FileLock l = FileLock::try_acquire(dir + "/lock");
+        FileLock l = FileLock::try_acquire_directory(dir);
         if (l) stale.push_back(dir);
     }
     ::closedir(d);

@@ -16,6 +16,9 @@ public:
     static FileLock acquire(const std::string& path, Mode mode = Mode::Exclusive);
     // Returns an unlocked FileLock (operator bool false) when someone else holds it.
     static FileLock try_acquire(const std::string& path, Mode mode = Mode::Exclusive);
+    // The same on a directory (which must exist), exclusive: no lock file to create and remove.
+    static FileLock acquire_directory(const std::string& path);
+    static FileLock try_acquire_directory(const std::string& path);
 
     explicit operator bool() const { return static_cast<bool>(fd_); }
     int fd() const { return fd_.get(); }

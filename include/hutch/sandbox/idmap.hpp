@@ -32,6 +32,22 @@ std::string render(const std::vector<IdRange>& ranges);
 // Writes the maps of the user namespace of `pid` (newuidmap/newgidmap when needed).
 void write(pid_t pid, const IdMap& map);
 
+// The same in two halves: the constructor starts the helpers (or writes the maps itself),
+// finish() waits for them, so that the caller can work meanwhile. A Writer destroyed unfinished
+// still waits for its helpers (no zombie is left), without checking their status.
+class Writer {
+public:
+    Writer(pid_t pid, const IdMap& map);
+    ~Writer();
+    Writer(const Writer&) = delete;
+    Writer& operator=(const Writer&) = delete;
+    void finish();
+
+private:
+    void finish_quietly();
+    pid_t uid_helper_ = -1, gid_helper_ = -1;
+};
+
 // Runs fn in a child process inside a fresh user namespace with `map` applied, as uid 0 there, and
 // returns its exit status. Used to remove files owned by a sandbox's subordinate ids.
 int run_as_sandbox_root(const IdMap& map, const std::function<int()>& fn);

@@ -1,10 +1,11 @@
 // Sandboxes on disk. Each has a directory under <storage>/sandboxes/<name>/ with:
-//   lock         flock'ed by the front end of a run for its whole life, and by commands that
-//                start or remove a persistent sandbox while they do; a free lock on a directory
-//                without config.json means a crashed run left it;
 //   upper/ work/ the overlay's writable layer and work dir;
-//   root/        the mount point of the overlay before pivot_root;
 //   config.json  persistent sandboxes only: the spec, so exec/start/inspect can reuse it.
+// The directory itself is flock'ed by the front end of a run for its whole life, and by commands
+// that start or remove a persistent sandbox while they do; a free lock on a directory without
+// config.json means a crashed run left it.
+// <storage>/sandboxes/.root is the overlay's mount point before pivot_root, shared by every
+// sandbox (each mounts on it in its own mount namespace): nothing to create or remove per run.
 // A persistent sandbox's live state (init pid and its start time) is <state>/sandboxes/<name>.json.
 #pragma once
 
@@ -26,14 +27,17 @@ std::string random_name();
 
 struct Scratch {
     std::string dir;
+    std::string mount_point;
     FileLock lock;
     std::string upper() const { return dir + "/upper"; }
     std::string work() const { return dir + "/work"; }
-    std::string root() const { return dir + "/root"; }
 };
 
-// Creates the sandbox directory and takes its lock; fails if the name is in use.
+// Where a sandbox's directory would be; creates nothing.
+Scratch plan_scratch(const Paths& paths, const std::string& name);
+// Creates the planned directory and takes its lock; fails if the name is in use.
 // `owner_uid`/`owner_gid`: who must own upper/ and work/ (the sandbox's root, seen from the host).
+void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid);
 Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_uid, gid_t owner_gid);
 // Takes the lock of an existing sandbox directory (to start it again).
 Scratch open_scratch(const Paths& paths, const std::string& name);
