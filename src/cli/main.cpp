@@ -100,11 +100,18 @@ int subcommand_index(int argc, char** argv) {
 
 int main(int argc, char** argv) {
     hutch::trace("front end: main");
-    if (int sub = subcommand_index(argc, argv)) {
-        std::string word = argv[sub];
-        if (word == "pull" || word == "load" || word == "save" || word == "login" || word == "logout")
-            exec_image_helper(argv);
-    }
+    const int sub = subcommand_index(argc, argv);
+    const std::string word = sub ? argv[sub] : "";
+    if (word == "pull" || word == "load" || word == "save" || word == "login" || word == "logout")
+        exec_image_helper(argv);
+    // CLI11 takes microseconds per option, and `run` alone has forty: only the options of the
+    // command given are built (all of them for `hutch --help` or a word that is no command).
+    static const char* const commands[] = {"run",  "create", "start",   "exec",    "ps",    "stop",  "rm",
+                                           "policy", "doctor", "stats", "inspect", "images", "image", "rmi",
+                                           "tag",  "system"};
+    const bool all = std::find(std::begin(commands), std::end(commands), word) == std::end(commands);
+    auto build = [&](const char* name) { return all || word == name; };
+
     CLI::App app{"hutch: sandboxes for AI coding agents, rootless and daemonless"};
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string("hutch ") + HUTCH_VERSION);
@@ -115,36 +122,42 @@ int main(int argc, char** argv) {
 
     SandboxOptions run_opts, create_opts;
     auto* run = app.add_subcommand("run", "Run a command in a new sandbox: [IMAGE | --rootfs DIR] [--] [COMMAND [ARG...]]");
-    add_sandbox_options(run, run_opts);
+    if (build("run")) add_sandbox_options(run, run_opts);
     auto* create = app.add_subcommand("create", "Create and start a persistent sandbox (needs --name)");
-    add_sandbox_options(create, create_opts);
+    if (build("create")) add_sandbox_options(create, create_opts);
 
     auto* start = app.add_subcommand("start", "Start stopped sandboxes");
     std::vector<std::string> start_names;
-    start->add_option("NAME", start_names, "Sandbox names")->required();
+    if (build("start")) start->add_option("NAME", start_names, "Sandbox names")->required();
 
     ProcessOptions exec_opts;
     auto* exec = app.add_subcommand("exec", "Run a command in a running sandbox: NAME [--] COMMAND [ARG...]");
-    add_process_options(exec, exec_opts);
+    if (build("exec")) add_process_options(exec, exec_opts);
     exec->prefix_command();
 
     auto* ps = app.add_subcommand("ps", "List persistent sandboxes");
     std::string ps_format = "table";
-    ps->add_option("--format", ps_format, "table or json")->check(CLI::IsMember({"table", "json"}));
     bool ps_all = false;
-    ps->add_flag("-a,--all", ps_all, "Accepted for docker compatibility: stopped sandboxes are always listed");
+    if (build("ps")) {
+        ps->add_option("--format", ps_format, "table or json")->check(CLI::IsMember({"table", "json"}));
+        ps->add_flag("-a,--all", ps_all, "Accepted for docker compatibility: stopped sandboxes are always listed");
+    }
 
     auto* stop = app.add_subcommand("stop", "Stop sandboxes (SIGTERM, then SIGKILL after the grace period)");
     std::vector<std::string> stop_names;
     double grace = 10;
-    stop->add_option("-t,--time", grace, "Seconds to wait before killing")->check(CLI::NonNegativeNumber);
-    stop->add_option("NAME", stop_names, "Sandbox names")->required();
+    if (build("stop")) {
+        stop->add_option("-t,--time", grace, "Seconds to wait before killing")->check(CLI::NonNegativeNumber);
+        stop->add_option("NAME", stop_names, "Sandbox names")->required();
+    }
 
     auto* rm = app.add_subcommand("rm", "Remove sandboxes and their writable layers");
     std::vector<std::string> rm_names;
     bool force = false;
-    rm->add_flag("-f,--force", force, "Stop running sandboxes first");
-    rm->add_option("NAME", rm_names, "Sandbox names")->required();
+    if (build("rm")) {
+        rm->add_flag("-f,--force", force, "Stop running sandboxes first");
+        rm->add_option("NAME", rm_names, "Sandbox names")->required();
+    }
 
     auto* policy = app.add_subcommand("policy", "Check and show policies");
     policy->require_subcommand(1);

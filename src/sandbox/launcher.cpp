@@ -6,8 +6,9 @@
 //   clone3(NEWUSER|NEWPID) -------------->  unshare(NEWNS|NEWNET|NEWIPC|NEWUTS)
 //   create scratch dir, write uid/gid       private mounts, detached proc/sys/dev/binds
 //     maps (both sides run at once)         waits on the sync pipe
+//     and sweep what crashed runs left
 //   release ----------------------------->  become root of the namespace
-//   sweep what crashed runs left            overlay root, pivot_root, populate /proc /dev /sys
+//                                           overlay root, pivot_root, populate /proc /dev /sys
 //                                           hostname, loopback up, pty
 //                                           fork the command --> exec_process(): user, caps,
 //   relay tty, forward signals, timeout         no_new_privs, seccomp, execve
@@ -175,15 +176,18 @@ struct Birth {
         b.unshared.rd.reset();
         if (::unshare(kInitNamespaces) != 0)
             throw_errno("cannot create the sandbox's namespaces", "unshare", "see 'hutch doctor'");
+        trace("init: unshared");
         if (b.unshared.wr && ::write(b.unshared.wr.get(), "1", 1) != 1) ::_exit(kExitHutchError);
         b.unshared.wr.reset();
         // What needs no id map is done before the maps exist.
         mounts::make_private();
+        trace("init: private");
         mounts::Detached detached = mounts::prepare(spec, std::move(b.host.binds));
         trace("init: namespaces made");
         char go;
         // EOF instead of the byte: the front end died before the maps were written.
         if (::read(b.sync.rd.get(), &go, 1) != 1) ::_exit(kExitHutchError);
+        trace("init: released");
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
         if (!spec.persistent) {
             // Set only now: a change of uid (root's sandboxes) clears the parent-death signal.
@@ -195,6 +199,7 @@ struct Birth {
         }
         b.sync.rd.reset();
         if (!spec.idmap.deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
+        trace("init: setgroups");
         if (::unshare(CLONE_NEWCGROUP) != 0) throw_errno("cannot create the cgroup namespace");
         trace("init: maps written, root of the namespace");
 
@@ -484,6 +489,7 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
         idmap::Writer maps(pid, spec.idmap);  // the helpers run while `meanwhile` does
         if (meanwhile) meanwhile();
         maps.finish();
+        trace("front end: maps finished");
         // pasta joins the init's network namespace by its /proc path: it must exist by then.
         char byte;
         if (b.unshared.rd && ::read(b.unshared.rd.get(), &byte, 1) != 1)
@@ -625,6 +631,13 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         scratch_made = true;
         trace("front end: scratch created");
     };
+    // Cleaning up after crashed runs while the init makes its namespaces on the other CPU. Not
+    // later: once released, the init is often woken on this CPU and waits for the front end to
+    // sleep.
+    auto sweep = [&] {
+        state::sweep(paths, spec.idmap);
+        trace("front end: swept");
+    };
     const bool egress = egress_rules && egress_rules->mode == "egress";
     try {
         cg = make_cgroup(spec);
@@ -636,12 +649,12 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         prepare_birth(birth, side->of(spec), security, scratch);
         if (cg) birth.cgroup_fd = cg->fd();
         // Without egress, the scratch directory is made while the init makes its namespaces.
-        Started st = give_birth(birth, egress ? std::function<void()>() : make_scratch);
+        Started st = give_birth(birth, [&] {
+            if (!egress) make_scratch();
+            sweep();
+        });
         side->start(st, false);
         birth.host = mounts::HostSide();
-        // The init is setting itself up on the other CPU: a good time to clean up after crashes.
-        state::sweep(paths, spec.idmap);
-        trace("front end: swept");
         UniqueFd master;
         // The init sends the pty's master once /dev/pts exists; EOF if setup failed first.
         if (spec.process.tty) master = recv_fd(birth.tty.parent.get());

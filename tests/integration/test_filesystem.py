@@ -97,3 +97,45 @@ def test_layer_is_removed_after_run(h):
     assert not (h.root / "sandboxes" / "layered").exists()
     assert h.sandbox_dirs() == []
     assert h.state_files() == []
+
+
+def test_dev_proc_and_sys_layout(h):
+    """/dev holds the device set, a private devpts, /dev/shm and /dev/mqueue; masked paths are
+    empty, read-only paths and /sys are mounted read-only. Only reads and access(2) checks."""
+    script = (
+        h.guard +
+        "for d in null zero full random urandom tty; do test -c /dev/$d && echo DEV-$d; done; "
+        "test -c /dev/pts/ptmx && echo PTMX; "
+        "stat -c 'SHM %a' /dev/shm; "
+        "echo data > /dev/shm/f && cat /dev/shm/f; "
+        "cp /bin/busybox /dev/shm/bb && chmod 755 /dev/shm/bb && "
+        "{ /dev/shm/bb true 2>/dev/null && echo SHM-EXEC || echo SHM-NOEXEC; }; "
+        "test -r /proc/kcore && echo KCORE-$(wc -c < /proc/kcore); "
+        "echo TIMER_LIST-$(wc -c < /proc/timer_list); "
+        "echo FIRMWARE-$(ls -A /sys/firmware | wc -l); "
+        "for p in /proc/sys /proc/bus /proc/fs /proc/irq /sys; do "
+        "  [ -e $p ] || continue; "
+        "  awk -v p=$p '$5 == p { split($6, o, \",\"); print \"MOUNT \" p \" \" o[1] }' /proc/self/mountinfo; done; "
+        # Opened for appending and closed at once: refused on a read-only mount, and nothing
+        # is written even if it were not (busybox's test -w trusts root blindly).
+        "( exec 3>>/proc/sys/net/ipv4/ip_forward ) 2>/dev/null && echo PROC-SYS-WRITABLE; "
+        "awk '$5 == \"/dev/pts\" || $5 == \"/dev/mqueue\" { print \"FS \" $5 \" \" $9 }' /proc/self/mountinfo; "
+        "awk '$5 == \"/dev/pts\"' /proc/self/mountinfo"
+    )
+    cp = ok(guarded(h.sh(script)))
+    out = cp.stdout
+    for d in ("null", "zero", "full", "random", "urandom", "tty"):
+        assert f"DEV-{d}" in out, out
+    assert "PTMX" in out and "SHM 1777" in out and "data" in out, out
+    assert "SHM-NOEXEC" in out, out  # like Docker's /dev/shm: noexec
+    assert "KCORE-" not in out or "KCORE-0" in out, out  # masked by /dev/null where it exists
+    assert "TIMER_LIST-0" in out and "FIRMWARE-0" in out, out
+    for p in ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq", "/sys"):
+        if f"MOUNT {p} " in out:
+            assert f"MOUNT {p} ro" in out, out
+    assert "MOUNT /proc/sys ro" in out and "MOUNT /sys ro" in out, out
+    assert "PROC-SYS-WRITABLE" not in out, out
+    assert "FS /dev/pts devpts" in out and "FS /dev/mqueue mqueue" in out, out
+    # A devpts of its own, not the host's: ptys opened inside are not the host's ptys.
+    pts = [l for l in out.splitlines() if " /dev/pts " in l and l[0].isdigit()]
+    assert pts and "ptmxmode=666" in pts[0], out
