@@ -13,6 +13,7 @@
 #include "hutch/core/error.hpp"
 #include "hutch/core/log.hpp"
 #include "hutch/core/trace.hpp"
+#include "hutch/sandbox/pause.hpp"
 #include "hutch_config.h"
 
 namespace {
@@ -99,6 +100,8 @@ int subcommand_index(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // The rootless user namespace keeper re-executes hutch under this name (sandbox/pause.hpp).
+    if (argc == 3 && std::strcmp(argv[0], "hutch-pause") == 0) hutch::pause::keeper_main(argv[1], std::atoi(argv[2]));
     hutch::trace("front end: main");
     const int sub = subcommand_index(argc, argv);
     const std::string word = sub ? argv[sub] : "";

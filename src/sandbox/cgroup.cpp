@@ -114,15 +114,34 @@ std::string delegation_root(const std::string& mount, const std::string& own_dir
     }
 }
 
-// A delegation root that still holds processes cannot have controllers for its children. When the
-// only one is this process, step aside into a leaf of our own, as `systemd-run --scope` would.
+std::string read_or_empty(const std::string& path) {
+    try {
+        return fs::read_file(path);
+    } catch (const Error&) {
+        return {};
+    }
+}
+
+// A rootless user namespace keeper of ours (sandbox/pause.hpp), which a run without limits may
+// have left in the delegation root.
+bool is_our_keeper(const std::string& pid) {
+    struct stat st;
+    return ::stat(("/proc/" + pid).c_str(), &st) == 0 && st.st_uid == ::geteuid() &&
+           read_or_empty("/proc/" + pid + "/comm") == "hutch-pause\n";
+}
+
+// A delegation root that still holds processes cannot have controllers for its children. When
+// they are only this process and hutch's keeper, each steps aside into a leaf of its own, as
+// `systemd-run --scope` would.
 void make_room(const std::string& root) {
     auto procs = words(read_trimmed(root + "/cgroup.procs"));
-    if (procs.empty()) return;
-    if (procs.size() == 1 && procs[0] == std::to_string(::getpid())) {
-        std::string leaf = root + "/hutch-front-" + std::to_string(::getpid());
+    const std::string self = std::to_string(::getpid());
+    for (const auto& pid : procs)
+        if (pid != self && !is_our_keeper(pid)) return;  // not ours to move: enabling will say so
+    for (const auto& pid : procs) {
+        std::string leaf = root + (pid == self ? "/hutch-front-" + self : std::string("/hutch-pause"));
         if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create cgroup", leaf);
-        write_file(leaf + "/cgroup.procs", std::to_string(::getpid()));
+        write_file(leaf + "/cgroup.procs", pid);
     }
 }
 
@@ -145,14 +164,6 @@ uint64_t stat_field(const std::string& text, const std::string& key) {
     while (in >> k >> v)
         if (k == key) return v;
     return 0;
-}
-
-std::string read_or_empty(const std::string& path) {
-    try {
-        return fs::read_file(path);
-    } catch (const Error&) {
-        return {};
-    }
 }
 
 // Reads a file of the cgroup through its directory fd: `hutch exec` reads the sandbox's usage

@@ -28,6 +28,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -55,6 +56,7 @@
 #include "hutch/sandbox/idmap.hpp"
 #include "hutch/sandbox/init.hpp"
 #include "hutch/sandbox/mounts.hpp"
+#include "hutch/sandbox/pause.hpp"
 #include "hutch/sandbox/process.hpp"
 #include "hutch/sandbox/pty.hpp"
 #include "hutch/sandbox/seccomp.hpp"
@@ -162,8 +164,31 @@ struct Birth {
     struct winsize winsize {};
     bool have_winsize = false;
     int cgroup_fd = -1;  // the sandbox's cgroup (CLONE_INTO_CGROUP), or -1 without limits
+    int parent_userns = -1;  // the kept user namespace to nest the sandbox's in (pause.hpp), or -1
     net::Egress* egress = nullptr;  // --network egress: ruleset, DNS forwarder, refusal log
 };
+
+// The command's process shares the init's memory until its execve (CLONE_VM|CLONE_VFORK, as
+// posix_spawn does): no copy of the init's page tables and no copy-on-write faults afterwards,
+// which a fork pays for on every start. The init waits meanwhile; the child has its own stack,
+// file table, signal handlers and credentials, so nothing it changes but memory is shared, and
+// what it allocates in that memory is only left behind.
+int command_main(void* arg) { exec_process(*static_cast<const ProcessContext*>(arg)); }
+
+pid_t spawn_command(const ProcessContext& ctx) {
+    constexpr size_t kStack = 1 << 20;  // touched pages only; exec_process needs a few
+    void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) throw_errno("cannot map a stack for the command");
+    pid_t pid = ::clone(command_main, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                        const_cast<ProcessContext*>(&ctx));
+    int err = errno;
+    ::munmap(stack, kStack);  // the child has exec'd or exited: its stack is ours again
+    if (pid < 0) {
+        errno = err;
+        throw_errno("cannot start the command");
+    }
+    return pid;
+}
 
 // Runs in the new namespaces as pid 1. Never returns.
 [[noreturn]] void sandbox_main(Birth& b) {
@@ -250,25 +275,22 @@ struct Birth {
         // Named before the command exists: it may look at /proc/1/comm at once (init::run names
         // it too, but only after the fork, which a busy host lets the command outrun).
         ::prctl(PR_SET_NAME, "hutch-init", 0, 0, 0);
+        // This init holds host directory fds (to empty the layers at the end): nothing in the
+        // sandbox may read its memory or fds, even with CAP_SYS_PTRACE granted. Set before the
+        // command exists, which may try at its first instruction.
+        ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         trace("init: forking the command");
-        pid_t command = ::fork();
-        if (command < 0) throw_errno("cannot fork the command");
-        if (command == 0) {
-            ProcessContext ctx;
-            ctx.process = &spec.process;
-            ctx.idmap = &spec.idmap;
-            ctx.caps = b.security->caps;
-            ctx.seccomp = b.security->seccomp ? &*b.security->seccomp : nullptr;
-            ctx.hostname = spec.hostname;
-            ctx.report_fd = b.report.wr.get();
-            ctx.tty_slave = tty.slave.get();
-            exec_process(ctx);
-        }
+        ProcessContext ctx;
+        ctx.process = &spec.process;
+        ctx.idmap = &spec.idmap;
+        ctx.caps = b.security->caps;
+        ctx.seccomp = b.security->seccomp ? &*b.security->seccomp : nullptr;
+        ctx.hostname = spec.hostname;
+        ctx.report_fd = b.report.wr.get();
+        ctx.tty_slave = tty.slave.get();
+        pid_t command = spawn_command(ctx);
         tty.slave.reset();
         b.report.wr.reset();
-        // This init holds host directory fds (to empty the layers at the end): nothing in the
-        // sandbox may read its memory or fds, even with CAP_SYS_PTRACE granted.
-        ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         int code = init::run(command, [&layers] { state::empty_layers(layers.upper.get(), layers.work.get()); },
                              b.egress ? b.egress->service() : nullptr);
         // Tearing down the namespaces in exit(2) takes the kernel milliseconds; the front end
@@ -284,7 +306,7 @@ struct Birth {
     ::_exit(kExitHutchError);
 }
 
-pid_t clone_sandbox(int* pidfd, int cgroup_fd) {
+struct clone_args init_clone_args(int* pidfd, int cgroup_fd) {
     struct clone_args args {};
     args.flags = kCloneNamespaces | CLONE_PIDFD;
     args.pidfd = reinterpret_cast<uint64_t>(pidfd);
@@ -294,7 +316,91 @@ pid_t clone_sandbox(int* pidfd, int cgroup_fd) {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = static_cast<uint64_t>(cgroup_fd);
     }
-    return static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
+    return args;
+}
+
+// A sandbox nested in the kept user namespace is cloned by a short-lived go-between that joins
+// that namespace (setns needs a process of its own: the front end must stay in the host's), makes
+// the init a child of the front end (CLONE_PARENT), and writes the init's maps from the parent
+// namespace, where it holds CAP_SETUID. It shares the front end's memory and file table until it
+// exits (CLONE_VM|CLONE_VFORK|CLONE_FILES), so the init's pid and pidfd land here directly.
+struct GoBetween {
+    Birth* birth;
+    struct clone_args args;
+    std::string uid_map, gid_map;
+    pid_t init = -1;
+    int err = 0;
+    const char* failed = nullptr;
+};
+
+bool write_map(pid_t pid, const char* name, const std::string& map) {
+    std::string path = "/proc/" + std::to_string(pid) + "/" + name;
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool ok = ::write(fd, map.data(), map.size()) == static_cast<ssize_t>(map.size());
+    ::close(fd);
+    return ok;
+}
+
+int go_between_main(void* arg) {
+    auto* g = static_cast<GoBetween*>(arg);
+    if (::setns(g->birth->parent_userns, CLONE_NEWUSER) != 0) {
+        g->err = errno;
+        g->failed = "cannot join the kept user namespace";
+        ::_exit(1);
+    }
+    pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &g->args, sizeof g->args));
+    if (pid == 0) sandbox_main(*g->birth);
+    if (pid < 0) {
+        g->err = errno;
+        g->failed = "cannot create the sandbox's namespaces";
+        ::_exit(1);
+    }
+    g->init = pid;
+    if (!write_map(pid, "uid_map", g->uid_map) || !write_map(pid, "gid_map", g->gid_map)) {
+        g->err = errno;
+        g->failed = "cannot write the sandbox's id maps";
+        ::_exit(1);
+    }
+    ::_exit(0);
+}
+
+pid_t clone_nested(Birth& b, int* pidfd) {
+    GoBetween g{&b, init_clone_args(pidfd, b.cgroup_fd), pause::nested_map(b.spec->idmap.uids),
+                pause::nested_map(b.spec->idmap.gids)};
+    g.args.flags |= CLONE_PARENT;
+    g.args.exit_signal = 0;  // clone3 wants none with CLONE_PARENT: the go-between's (SIGCHLD) is used
+    constexpr size_t kStack = 256 << 10;
+    void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) throw_errno("cannot map a stack");
+    pid_t helper = ::clone(go_between_main, static_cast<char*>(stack) + kStack,
+                           CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &g);
+    int err = errno;
+    ::munmap(stack, kStack);
+    if (helper < 0) {
+        errno = err;
+        throw_errno("cannot start the sandbox", "clone");
+    }
+    while (::waitpid(helper, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    if (g.failed) {
+        if (g.init > 0) {
+            pidfd_send_signal(*pidfd, SIGKILL, nullptr, 0);
+            ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(*pidfd), nullptr, WEXITED);
+            ::close(*pidfd);
+        }
+        errno = g.err;
+        throw_errno(g.failed, "", "see 'hutch doctor'");
+    }
+    return g.init;
+}
+
+pid_t clone_sandbox(Birth& b, int* pidfd) {
+    if (b.parent_userns >= 0) return clone_nested(b, pidfd);
+    struct clone_args args = init_clone_args(pidfd, b.cgroup_fd);
+    pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
+    if (pid == 0) sandbox_main(b);
+    return pid;
 }
 
 // Signals the front end passes on to the command.
@@ -472,11 +578,10 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     if (spec.process.tty && ::ioctl(STDIN_FILENO, TIOCGWINSZ, &b.winsize) == 0) b.have_winsize = true;
     Started st;
     int pidfd = -1;
-    pid_t pid = clone_sandbox(&pidfd, b.cgroup_fd);
+    pid_t pid = clone_sandbox(b, &pidfd);
     if (pid < 0)
         throw_errno("cannot create the sandbox's namespaces", "clone3",
                     "unprivileged user namespaces must be enabled; see 'hutch doctor'");
-    if (pid == 0) sandbox_main(b);
     trace("front end: cloned the init");
     st.pid = pid;
     st.pidfd.reset(pidfd);
@@ -486,9 +591,12 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     b.tty.child.reset();
     b.unshared.wr.reset();
     try {
-        idmap::Writer maps(pid, spec.idmap);  // the helpers run while `meanwhile` does
+        // Nested in the kept user namespace, the go-between wrote the maps already; otherwise
+        // the helpers run while `meanwhile` does.
+        std::optional<idmap::Writer> maps;
+        if (b.parent_userns < 0) maps.emplace(pid, spec.idmap);
         if (meanwhile) meanwhile();
-        maps.finish();
+        if (maps) maps->finish();
         trace("front end: maps finished");
         // pasta joins the init's network namespace by its /proc path: it must exist by then.
         char byte;
@@ -648,6 +756,8 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         birth.egress = side->egress.get();
         prepare_birth(birth, side->of(spec), security, scratch);
         if (cg) birth.cgroup_fd = cg->fd();
+        std::optional<UniqueFd> kept = pause::user_namespace(paths, spec.idmap);
+        if (kept) birth.parent_userns = kept->get();
         // Without egress, the scratch directory is made while the init makes its namespaces.
         Started st = give_birth(birth, [&] {
             if (!egress) make_scratch();
@@ -708,6 +818,8 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
         birth.egress = side.egress.get();
         prepare_birth(birth, side.of(spec), security, scratch);
         if (cg) birth.cgroup_fd = cg->fd();
+        std::optional<UniqueFd> kept = pause::user_namespace(paths, spec.idmap);
+        if (kept) birth.parent_userns = kept->get();
         Started st = give_birth(birth, nullptr);
         side.start(st, true);
         wait_ready(st);

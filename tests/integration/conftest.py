@@ -282,6 +282,9 @@ class Hutch:
             "HUTCH_DEFAULT_IMAGE_LAYOUT": str(world.dir / "busybox-oci"),
             "HUTCH_IMAGE_HELPER": str(world.dir / "bin" / "hutch-image"),
             "HUTCH_POLICY_DIR": world.policies,
+            # Each test has its own state directory, so its own user namespace keeper: let it go
+            # soon after the test instead of ten minutes later (test_pause.py tests the keeper).
+            "HUTCH_PAUSE_IDLE": "5",
         }
         if "TERM" in os.environ:
             self.env["TERM"] = os.environ["TERM"]

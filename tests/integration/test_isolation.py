@@ -1,8 +1,10 @@
 """What a sandbox can see of the host: processes, hostname, network, ids and paths."""
+import json
 import os
 import re
 import socket
 import uuid
+from pathlib import Path
 
 from hutchlib import ok, parse_idmap
 
@@ -70,19 +72,42 @@ def _has_hutch_range():
         return False
 
 
+def _host_view(pid: int) -> tuple:
+    """A process's uid and gid maps as the host sees them: ids of the host's own namespace,
+    whatever namespaces lie in between."""
+    return (parse_idmap(Path(f"/proc/{pid}/uid_map").read_text()),
+            parse_idmap(Path(f"/proc/{pid}/gid_map").read_text()))
+
+
 def test_uid_and_gid_map(h):
-    cp = ok(h.sh("cat /proc/self/uid_map; echo --; cat /proc/self/gid_map; echo --; cat /proc/self/setgroups"))
-    uid_map, gid_map, setgroups = cp.stdout.split("--\n")
-    assert parse_idmap(uid_map) == h.mode.uid_map, cp.stdout
-    assert parse_idmap(gid_map) == h.mode.gid_map, cp.stdout
+    name = f"maps-{uuid.uuid4().hex[:8]}"
+    ok(h("create", "--name", name))
+    try:
+        pid = json.loads(ok(h("inspect", name)).stdout)[0]["state"]["pid"]
+        uid_map, gid_map = _host_view(pid)
+        cp = ok(h("exec", name, "--", "sh", "-c",
+                  "cat /proc/self/uid_map; echo --; cat /proc/self/gid_map; echo --; cat /proc/self/setgroups"))
+    finally:
+        h("rm", "-f", name)
+    inner_uid, inner_gid, setgroups = cp.stdout.split("--\n")
+    assert uid_map == h.mode.uid_map, (uid_map, cp.stdout)
+    assert gid_map == h.mode.gid_map, (gid_map, cp.stdout)
+    # Seen from inside, ids are those of the namespace above: the host's, or (rootless with
+    # subordinate ids) those of the kept namespace, which holds the same ranges under the same
+    # inside numbers (sandbox/pause.hpp).
+    if h.mode.name == "subuid":
+        assert parse_idmap(inner_uid) == [(i, i, c) for i, _, c in h.mode.uid_map], cp.stdout
+        assert parse_idmap(inner_gid) == [(i, i, c) for i, _, c in h.mode.gid_map], cp.stdout
+    else:
+        assert parse_idmap(inner_uid) == uid_map and parse_idmap(inner_gid) == gid_map, cp.stdout
     if h.mode.name == "root" and not _has_hutch_range():
-        assert parse_idmap(uid_map) == [(0, 1000000000, 65536)], cp.stdout
+        assert uid_map == [(0, 1000000000, 65536)], uid_map
     if h.mode.name == "subuid" and h.mode.switch:
         # tools/test-users.sh gives hutch-t-sub exactly 300000:65536.
-        assert parse_idmap(uid_map) == [(0, h.mode.uid, 1), (1, 300000, 65536)], cp.stdout
-        assert parse_idmap(gid_map) == [(0, h.mode.gid, 1), (1, 300000, 65536)], cp.stdout
+        assert uid_map == [(0, h.mode.uid, 1), (1, 300000, 65536)], uid_map
+        assert gid_map == [(0, h.mode.gid, 1), (1, 300000, 65536)], gid_map
     if h.mode.name == "solo":
-        assert parse_idmap(uid_map) == [(0, h.mode.uid, 1)]
+        assert uid_map == [(0, h.mode.uid, 1)], uid_map
         # Without newgidmap a user namespace may not call setgroups.
         assert setgroups.strip() == "deny", cp.stdout
 

@@ -1,0 +1,103 @@
+"""The rootless user namespace keeper (sandbox/pause.hpp): one idle process per state directory
+holds the caller's subordinate-id map, so that sandboxes nest their own user namespace in it
+instead of running newuidmap and newgidmap on every start."""
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hutchlib import ok, parse_idmap, wait_until
+
+
+def _needs_keeper(h):
+    if h.mode.name != "subuid":
+        pytest.skip(f"only rootless callers with subordinate ids have a keeper (mode {h.mode.name})")
+
+
+def _record(h) -> tuple[int, int]:
+    """(pid, start time) from the keeper's state file."""
+    first = (h.root / "run" / "pause").read_text().splitlines()[0]
+    pid, start = first.split()
+    return int(pid), int(start)
+
+
+def _alive(pid: int, start: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return int(stat[stat.rfind(")") + 2:].split()[19]) == start
+
+
+def test_keeper_is_shared_and_holds_nothing_of_ours(h):
+    _needs_keeper(h)
+    ok(h("run", "--", "true"))
+    pid, start = _record(h)
+    assert _alive(pid, start)
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "hutch-pause"
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"hutch-pause"
+    assert os.stat(f"/proc/{pid}").st_uid == h.mode.uid
+    # Its namespace has the caller's map, seen from the host.
+    assert parse_idmap(Path(f"/proc/{pid}/uid_map").read_text()) == h.mode.uid_map
+    assert parse_idmap(Path(f"/proc/{pid}/gid_map").read_text()) == h.mode.gid_map
+    # No descriptor of hutch's (locks, store, pipes): stdio on /dev/null only.
+    fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    assert fds == {0: "/dev/null", 1: "/dev/null", 2: "/dev/null"}, fds
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    # The next sandboxes use it too: no second keeper.
+    for _ in range(3):
+        ok(h("run", "--", "true"))
+    assert _record(h) == (pid, start)
+
+
+def test_a_killed_keeper_is_replaced(h):
+    _needs_keeper(h)
+    ok(h("run", "--", "true"))
+    pid, start = _record(h)
+    os.kill(pid, signal.SIGKILL)  # started by this test's hutch
+    assert wait_until(lambda: not _alive(pid, start), 5)
+    cp = ok(h.sh("id -u; cat /proc/self/uid_map"))
+    assert cp.stdout.split()[0] == "0", cp.stdout
+    assert _record(h)[0] != pid
+
+
+def test_a_record_naming_another_process_is_not_trusted(h):
+    _needs_keeper(h)
+    state = h.root / "run"
+    ok(h("run", "--", "true"))  # creates the state directory
+    pid, start = _record(h)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _alive(pid, start), 5)
+    # pid 1 (root's) with its true start time: its user namespace is not the caller's.
+    stat = Path("/proc/1/stat").read_text()
+    init_start = stat[stat.rfind(")") + 2:].split()[19]
+    text = (state / "pause").read_text().splitlines(keepends=True)
+    (state / "pause").write_text(f"1 {init_start}\n" + "".join(text[1:]))
+    cp = ok(h.sh("cat /proc/self/uid_map"))
+    new_pid, _ = _record(h)
+    assert new_pid not in (1, pid)
+    assert Path(f"/proc/{new_pid}/comm").read_text().strip() == "hutch-pause", cp.stdout
+
+
+def test_sandboxes_outlive_an_idle_keeper(h):
+    _needs_keeper(h)
+    name = f"idle-{uuid.uuid4().hex[:8]}"
+    ok(h("create", "--name", name, env={"HUTCH_PAUSE_IDLE": "1"}))
+    try:
+        pid, start = _record(h)
+        # Unused for its idle time, it leaves by itself.
+        assert wait_until(lambda: not _alive(pid, start), 10), f"keeper {pid} still running"
+        # The sandbox's namespaces do not depend on it.
+        cp = ok(h("exec", name, "--", "sh", "-c", "echo alive; id -u"))
+        assert cp.stdout.split() == ["alive", "0"], cp.stdout
+        info = json.loads(ok(h("inspect", name)).stdout)[0]
+        assert info["state"]["status"] == "running"
+    finally:
+        h("rm", "-f", name)
+    # A new sandbox starts a new keeper.
+    ok(h("run", "--", "true"))
+    assert _record(h)[0] != pid
