@@ -103,8 +103,8 @@ int main(int argc, char** argv) {
     // The rootless user namespace keeper re-executes hutch under this name (sandbox/pause.hpp).
     if (argc == 3 && std::strcmp(argv[0], "hutch-pause") == 0) hutch::pause::keeper_main(argv[1], std::atoi(argv[2]));
     hutch::trace("front end: main");
-    const int sub = subcommand_index(argc, argv);
-    const std::string word = sub ? argv[sub] : "";
+    const int word_at = subcommand_index(argc, argv);
+    const std::string word = word_at ? argv[word_at] : "";
     if (word == "pull" || word == "load" || word == "save" || word == "login" || word == "logout")
         exec_image_helper(argv);
     // CLI11 takes microseconds per option, and `run` alone has forty: only the options of the
@@ -123,103 +123,124 @@ int main(int argc, char** argv) {
     app.add_option("--log-level", g.log_level, "debug, info, warn or error")
         ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
 
-    SandboxOptions run_opts, create_opts;
-    auto* run = app.add_subcommand("run", "Run a command in a new sandbox: [IMAGE | --rootfs DIR] [--] [COMMAND [ARG...]]");
-    if (build("run")) add_sandbox_options(run, run_opts);
-    auto* create = app.add_subcommand("create", "Create and start a persistent sandbox (needs --name)");
-    if (build("create")) add_sandbox_options(create, create_opts);
+    // A command not given is not built at all (nullptr), except for `hutch --help`.
+    auto command = [&](CLI::App& parent, const char* name, const std::string& help) -> CLI::App* {
+        return build(name) ? parent.add_subcommand(name, help) : nullptr;
+    };
+    auto parsed = [](const CLI::App* a) { return a && a->parsed(); };
 
-    auto* start = app.add_subcommand("start", "Start stopped sandboxes");
+    SandboxOptions run_opts, create_opts;
+    auto* run = command(app, "run", "Run a command in a new sandbox: [IMAGE | --rootfs DIR] [--] [COMMAND [ARG...]]");
+    if (run) add_sandbox_options(run, run_opts);
+    auto* create = command(app, "create", "Create and start a persistent sandbox (needs --name)");
+    if (create) add_sandbox_options(create, create_opts);
+
+    auto* start = command(app, "start", "Start stopped sandboxes");
     std::vector<std::string> start_names;
-    if (build("start")) start->add_option("NAME", start_names, "Sandbox names")->required();
+    if (start) start->add_option("NAME", start_names, "Sandbox names")->required();
 
     ProcessOptions exec_opts;
-    auto* exec = app.add_subcommand("exec", "Run a command in a running sandbox: NAME [--] COMMAND [ARG...]");
-    if (build("exec")) add_process_options(exec, exec_opts);
-    exec->prefix_command();
+    auto* exec = command(app, "exec", "Run a command in a running sandbox: NAME [--] COMMAND [ARG...]");
+    if (exec) {
+        add_process_options(exec, exec_opts);
+        exec->prefix_command();
+    }
 
-    auto* ps = app.add_subcommand("ps", "List persistent sandboxes");
+    auto* ps = command(app, "ps", "List persistent sandboxes");
     std::string ps_format = "table";
     bool ps_all = false;
-    if (build("ps")) {
+    if (ps) {
         ps->add_option("--format", ps_format, "table or json")->check(CLI::IsMember({"table", "json"}));
         ps->add_flag("-a,--all", ps_all, "Accepted for docker compatibility: stopped sandboxes are always listed");
     }
 
-    auto* stop = app.add_subcommand("stop", "Stop sandboxes (SIGTERM, then SIGKILL after the grace period)");
+    auto* stop = command(app, "stop", "Stop sandboxes (SIGTERM, then SIGKILL after the grace period)");
     std::vector<std::string> stop_names;
     double grace = 10;
-    if (build("stop")) {
+    if (stop) {
         stop->add_option("-t,--time", grace, "Seconds to wait before killing")->check(CLI::NonNegativeNumber);
         stop->add_option("NAME", stop_names, "Sandbox names")->required();
     }
 
-    auto* rm = app.add_subcommand("rm", "Remove sandboxes and their writable layers");
+    auto* rm = command(app, "rm", "Remove sandboxes and their writable layers");
     std::vector<std::string> rm_names;
     bool force = false;
-    if (build("rm")) {
+    if (rm) {
         rm->add_flag("-f,--force", force, "Stop running sandboxes first");
         rm->add_option("NAME", rm_names, "Sandbox names")->required();
     }
 
-    auto* policy = app.add_subcommand("policy", "Check and show policies");
-    policy->require_subcommand(1);
     std::string policy_arg;
-    auto* policy_check = policy->add_subcommand("check", "Validate a policy file");
-    policy_check->add_option("FILE", policy_arg, "Policy file")->required();
-    auto* policy_show = policy->add_subcommand("show", "Print the effective, merged policy");
-    policy_show->add_option("NAME|FILE", policy_arg, "Policy name or file (default: offline)");
+    CLI::App *policy_check = nullptr, *policy_show = nullptr;
+    if (auto* policy = command(app, "policy", "Check and show policies")) {
+        policy->require_subcommand(1);
+        policy_check = policy->add_subcommand("check", "Validate a policy file");
+        policy_check->add_option("FILE", policy_arg, "Policy file")->required();
+        policy_show = policy->add_subcommand("show", "Print the effective, merged policy");
+        policy_show->add_option("NAME|FILE", policy_arg, "Policy name or file (default: offline)");
+    }
 
-    auto* doctor = app.add_subcommand("doctor", "Check what this host offers hutch, and how to fix what is missing");
+    auto* doctor = command(app, "doctor", "Check what this host offers hutch, and how to fix what is missing");
     std::string doctor_format = "table";
-    doctor->add_option("--format", doctor_format, "table or json")->check(CLI::IsMember({"table", "json"}));
+    if (doctor) doctor->add_option("--format", doctor_format, "table or json")->check(CLI::IsMember({"table", "json"}));
 
-    auto* stats = app.add_subcommand("stats", "Show resource usage of running sandboxes");
+    auto* stats = command(app, "stats", "Show resource usage of running sandboxes");
     std::vector<std::string> stats_names;
     std::string stats_format = "table";
-    stats->add_option("--format", stats_format, "table or json")->check(CLI::IsMember({"table", "json"}));
-    stats->add_option("NAME", stats_names, "Sandbox names")->required();
+    if (stats) {
+        stats->add_option("--format", stats_format, "table or json")->check(CLI::IsMember({"table", "json"}));
+        stats->add_option("NAME", stats_names, "Sandbox names")->required();
+    }
 
-    auto* inspect = app.add_subcommand("inspect", "Show sandboxes as JSON");
+    auto* inspect = command(app, "inspect", "Show sandboxes as JSON");
     std::vector<std::string> inspect_names;
-    inspect->add_option("NAME", inspect_names, "Sandbox names")->required();
+    if (inspect) inspect->add_option("NAME", inspect_names, "Sandbox names")->required();
 
     // Image store commands; pull, load, save, login and logout are listed for --help only
     // (main() hands them to hutch-image before parsing).
-    for (const char* name : {"pull", "load", "save", "login", "logout"})
-        app.add_subcommand(name, std::string("Image transfer: see 'hutch ") + name + " --help'")->allow_extras();
+    if (all)
+        for (const char* name : {"pull", "load", "save", "login", "logout"})
+            app.add_subcommand(name, std::string("Image transfer: see 'hutch ") + name + " --help'")->allow_extras();
     std::string images_format = "table";
     bool images_quiet = false;
     auto add_images_options = [&](CLI::App* a) {
         a->add_option("--format", images_format, "table or json")->check(CLI::IsMember({"table", "json"}));
         a->add_flag("-q,--quiet", images_quiet, "Only show image ids");
     };
-    auto* images = app.add_subcommand("images", "List images");
-    add_images_options(images);
-    auto* image = app.add_subcommand("image", "Manage images");
-    image->require_subcommand(1);
-    auto* image_ls = image->add_subcommand("ls", "List images");
-    add_images_options(image_ls);
+    auto* images = command(app, "images", "List images");
+    if (images) add_images_options(images);
     std::vector<std::string> image_refs;
     bool image_force = false;
-    auto* image_inspect = image->add_subcommand("inspect", "Show images as JSON");
-    image_inspect->add_option("IMAGE", image_refs, "Images")->required();
-    auto* image_rm = image->add_subcommand("rm", "Remove images");
-    image_rm->add_flag("-f,--force", image_force, "Remove the image even if it has other names");
-    image_rm->add_option("IMAGE", image_refs, "Images")->required();
-    auto* image_prune = image->add_subcommand("prune", "Remove layers and blobs no image uses");
-    auto* rmi = app.add_subcommand("rmi", "Remove images");
-    rmi->add_flag("-f,--force", image_force, "Remove the image even if it has other names");
-    rmi->add_option("IMAGE", image_refs, "Images")->required();
+    CLI::App *image_ls = nullptr, *image_inspect = nullptr, *image_rm = nullptr, *image_prune = nullptr;
+    if (auto* image = command(app, "image", "Manage images")) {
+        image->require_subcommand(1);
+        image_ls = image->add_subcommand("ls", "List images");
+        add_images_options(image_ls);
+        image_inspect = image->add_subcommand("inspect", "Show images as JSON");
+        image_inspect->add_option("IMAGE", image_refs, "Images")->required();
+        image_rm = image->add_subcommand("rm", "Remove images");
+        image_rm->add_flag("-f,--force", image_force, "Remove the image even if it has other names");
+        image_rm->add_option("IMAGE", image_refs, "Images")->required();
+        image_prune = image->add_subcommand("prune", "Remove layers and blobs no image uses");
+    }
+    auto* rmi = command(app, "rmi", "Remove images");
+    if (rmi) {
+        rmi->add_flag("-f,--force", image_force, "Remove the image even if it has other names");
+        rmi->add_option("IMAGE", image_refs, "Images")->required();
+    }
     std::string tag_source, tag_target;
-    auto* tag = app.add_subcommand("tag", "Give an image another name: SOURCE TARGET");
-    tag->add_option("SOURCE", tag_source, "Existing image")->required();
-    tag->add_option("TARGET", tag_target, "New name")->required();
-    auto* system = app.add_subcommand("system", "Store-wide information");
-    system->require_subcommand(1);
+    auto* tag = command(app, "tag", "Give an image another name: SOURCE TARGET");
+    if (tag) {
+        tag->add_option("SOURCE", tag_source, "Existing image")->required();
+        tag->add_option("TARGET", tag_target, "New name")->required();
+    }
     std::string df_format = "table";
-    auto* df = system->add_subcommand("df", "Show disk usage of images, layers and blobs");
-    df->add_option("--format", df_format, "table or json")->check(CLI::IsMember({"table", "json"}));
+    CLI::App* df = nullptr;
+    if (auto* system = command(app, "system", "Store-wide information")) {
+        system->require_subcommand(1);
+        df = system->add_subcommand("df", "Show disk usage of images, layers and blobs");
+        df->add_option("--format", df_format, "table or json")->check(CLI::IsMember({"table", "json"}));
+    }
 
     // CLI11 does not hand back what follows "--" to a prefix command, so split it off first:
     // everything after the first "--" is the command, verbatim.
@@ -265,16 +286,16 @@ int main(int argc, char** argv) {
 
     try {
         hutch::log::set_level(g.log_level);
-        if (run->parsed()) {
+        if (parsed(run)) {
             run_opts.args = remaining(run);
             return hutch::cli::run(g, run_opts);
         }
-        if (create->parsed()) {
+        if (parsed(create)) {
             create_opts.args = remaining(create);
             return hutch::cli::create(g, create_opts);
         }
-        if (start->parsed()) return hutch::cli::start(g, start_names);
-        if (exec->parsed()) {
+        if (parsed(start)) return hutch::cli::start(g, start_names);
+        if (parsed(exec)) {
             auto args = remaining(exec);
             if (args.empty() || args[0] == "--")
                 throw hutch::Error("exec needs a sandbox name", "", 0, "hutch exec NAME [--] COMMAND [ARG...]");
@@ -282,20 +303,20 @@ int main(int argc, char** argv) {
             args.erase(args.begin());
             return hutch::cli::exec(g, exec_opts, name, args);
         }
-        if (ps->parsed()) return hutch::cli::ps(g, ps_format);
-        if (stop->parsed()) return hutch::cli::stop(g, stop_names, grace);
-        if (rm->parsed()) return hutch::cli::rm(g, rm_names, force);
-        if (inspect->parsed()) return hutch::cli::inspect(g, inspect_names);
-        if (stats->parsed()) return hutch::cli::stats(g, stats_names, stats_format);
-        if (doctor->parsed()) return hutch::cli::doctor(g, doctor_format);
-        if (policy_check->parsed()) return hutch::cli::policy_check(g, policy_arg);
-        if (policy_show->parsed()) return hutch::cli::policy_show(g, policy_arg);
-        if (images->parsed() || image_ls->parsed()) return hutch::cli::images(g, images_format, images_quiet);
-        if (image_inspect->parsed()) return hutch::cli::image_inspect(g, image_refs);
-        if (image_rm->parsed() || rmi->parsed()) return hutch::cli::rmi(g, image_refs, image_force);
-        if (image_prune->parsed()) return hutch::cli::image_prune(g);
-        if (tag->parsed()) return hutch::cli::tag(g, tag_source, tag_target);
-        if (df->parsed()) return hutch::cli::system_df(g, df_format);
+        if (parsed(ps)) return hutch::cli::ps(g, ps_format);
+        if (parsed(stop)) return hutch::cli::stop(g, stop_names, grace);
+        if (parsed(rm)) return hutch::cli::rm(g, rm_names, force);
+        if (parsed(inspect)) return hutch::cli::inspect(g, inspect_names);
+        if (parsed(stats)) return hutch::cli::stats(g, stats_names, stats_format);
+        if (parsed(doctor)) return hutch::cli::doctor(g, doctor_format);
+        if (parsed(policy_check)) return hutch::cli::policy_check(g, policy_arg);
+        if (parsed(policy_show)) return hutch::cli::policy_show(g, policy_arg);
+        if (parsed(images) || parsed(image_ls)) return hutch::cli::images(g, images_format, images_quiet);
+        if (parsed(image_inspect)) return hutch::cli::image_inspect(g, image_refs);
+        if (parsed(image_rm) || parsed(rmi)) return hutch::cli::rmi(g, image_refs, image_force);
+        if (parsed(image_prune)) return hutch::cli::image_prune(g);
+        if (parsed(tag)) return hutch::cli::tag(g, tag_source, tag_target);
+        if (parsed(df)) return hutch::cli::system_df(g, df_format);
     } catch (const std::exception& e) {
         return hutch::report_error(e);
     }

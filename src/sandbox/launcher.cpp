@@ -857,8 +857,10 @@ void create_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::E
 }
 
 RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const ProcessSpec& process) {
+    trace("front end: exec_in_sandbox");
     SandboxSpec spec = state::load_config(paths, name);
     auto live = state::load_live(paths, name);
+    trace("front end: config and state loaded");
     if (!live) fail("sandbox is not running", name, "start it with 'hutch start " + name + "'");
     UniqueFd init_fd = open_pidfd(*live, name);
     // Capabilities and seccomp come from the sandbox, never from the exec request.
@@ -877,6 +879,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     if (!live->cgroup.empty() && !(cg = cgroup::Cgroup::open(live->cgroup)))
         fail("the sandbox's cgroup is gone", live->cgroup, "restart the sandbox: hutch stop " + name + " && hutch start " + name);
     uint64_t ooms_before = cg ? cg->stats().oom_kills : 0;
+    trace("front end: seccomp program and cgroup");
 
     BlockedSignals blocked;
     Pipe report = Pipe::make();
@@ -885,6 +888,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     // inside it could not place the command into the sandbox's cgroup from where we are.
     if (::setns(init_fd.get(), kJoinNamespaces) != 0)
         throw_errno("cannot join the sandbox's namespaces", name);
+    trace("front end: joined the namespaces");
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     pty::Pair tty;
     if (proc.tty) {
