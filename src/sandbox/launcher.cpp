@@ -749,6 +749,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     const bool egress = egress_rules && egress_rules->mode == "egress";
     try {
         cg = make_cgroup(spec);
+        if (cg) trace("front end: cgroup made");
         if (egress) make_scratch();  // the egress side keeps its resolv.conf there
         side.emplace(egress_rules, spec, security, scratch.dir, "");
         BlockedSignals blocked;
@@ -794,7 +795,11 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
                           e.exit_code());
     }
     side.reset();  // pasta is gone before the scratch directory is
-    if (cg) finish_cgroup(*cg, spec, init_pid, result);
+    if (cg) {
+        trace("front end: cgroup finishing");
+        finish_cgroup(*cg, spec, init_pid, result);
+        trace("front end: cgroup removed");
+    }
     if (scratch_made) state::remove_scratch(scratch.dir, spec.idmap);
     trace("front end: scratch removed");
     if (error) throw *error;

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Start-up cost of cgroup limits: `hutch run --memory 256m --pids-limit 256 true` against the same
 # run without limits, measured inside User-Mode Linux (a pure cgroup v2 kernel, tools/uml), since
-# the development host's cgroups are a v1/v2 hybrid. Usage: tools/bench/limits.sh [RUNS]
+# the development host's cgroups are a v1/v2 hybrid: wall times with hyperfine, then hutch's own
+# time and its cgroup steps from HUTCH_TRACE (tools/bench/trace_summary.py), which the VM's slow
+# process start-up and exit do not blur. Usage: tools/bench/limits.sh [RUNS]
 set -eu
 cd "$(dirname "$0")/../.."
 runs=${1:-50}
@@ -18,6 +20,17 @@ h="$stage/hutch --root \$root"
 \$h run busybox true
 hyperfine -N --warmup 5 --runs $runs --export-markdown $stage/limits.md \
     "\$h run busybox true" "\$h run --memory 256m --pids-limit 256 busybox true"
+# The same runs traced (HUTCH_TRACE), alternating, for hutch's own time without the VM's noise
+# of starting and ending processes.
+mkdir -p $stage/traces
+i=0
+while [ \$i -lt $runs ]; do
+    i=\$((i + 1))
+    HUTCH_TRACE=1 \$h run busybox true 2>$stage/traces/plain-\$i.trace
+    HUTCH_TRACE=1 \$h run --memory 256m --pids-limit 256 busybox true 2>$stage/traces/limits-\$i.trace
+done
 INSIDE
-tools/uml/run.sh --rw "$stage" --timeout 900 -- sh "$stage/inside.sh"
+tools/uml/run.sh --rw "$stage" --timeout 1800 -- sh "$stage/inside.sh"
 cat "$stage/limits.md"
+echo
+python3 tools/bench/trace_summary.py "$stage/traces" plain limits
