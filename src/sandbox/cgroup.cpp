@@ -323,6 +323,11 @@ Hierarchy locate(const std::vector<std::string>& controllers) {
     return h;
 }
 
+std::optional<Hierarchy> prepared_root_parent() {
+    if (::geteuid() != 0 || std::getenv("HUTCH_CGROUP_PARENT") || !is_cgroup2("/sys/fs/cgroup")) return std::nullopt;
+    return Hierarchy{"/sys/fs/cgroup", "/sys/fs/cgroup/hutch"};
+}
+
 Cgroup Cgroup::create(const Hierarchy& where, const std::string& name, const Resources& limits) {
     Cgroup cg;
     cg.path_ = where.parent + "/" + name;
@@ -353,6 +358,8 @@ std::optional<Cgroup> Cgroup::open(const std::string& path) {
     if (!cg.fd_) return std::nullopt;
     return cg;
 }
+
+uint64_t Cgroup::oom_kills() const { return stat_field(read_at(fd_.get(), "memory.events"), "oom_kill"); }
 
 Stats Cgroup::stats() const {
     Stats s;

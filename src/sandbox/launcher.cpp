@@ -670,6 +670,14 @@ bool wait_exit(int pidfd, double seconds) {
 // without usable cgroup v2 is an error (locate() says what is missing).
 std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec) {
     if (spec.resources.empty() && !spec.stats) return std::nullopt;
+    // Usually the parent is there with its controllers from an earlier run: a dozen reads and
+    // checks fewer. When it is not, writing the limits fails and the full way prepares it.
+    if (auto where = cgroup::prepared_root_parent()) {
+        try {
+            return cgroup::Cgroup::create(*where, spec.name, spec.resources);
+        } catch (const Error&) {
+        }
+    }
     try {
         cgroup::Hierarchy where = cgroup::locate(cgroup::controllers_for(spec.resources));
         return cgroup::Cgroup::create(where, spec.name, spec.resources);
@@ -682,9 +690,9 @@ std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec) {
 
 // Reads what the cgroup saw, then kills anything left in it and removes it.
 void finish_cgroup(const cgroup::Cgroup& cg, const SandboxSpec& spec, pid_t init, RunResult& result) {
-    cgroup::Stats st = cg.stats();
-    if (spec.stats) result.stats = cgroup::format_stats(st);
-    if (st.oom_kills > 0 && result.exit_code == 128 + SIGKILL) result.note = cgroup::oom_message(spec.resources);
+    if (spec.stats) result.stats = cgroup::format_stats(cg.stats());
+    // Only a SIGKILL can be the OOM killer's: other endings need no read.
+    if (result.exit_code == 128 + SIGKILL && cg.oom_kills() > 0) result.note = cgroup::oom_message(spec.resources);
     if (init > 0) cg.evict(init);
     cg.kill();
     if (!cg.remove()) log::warn("cannot remove cgroup " + cg.path() + "; the next hutch run removes it");
@@ -748,6 +756,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     };
     const bool egress = egress_rules && egress_rules->mode == "egress";
     try {
+        trace("front end: making the cgroup");
         cg = make_cgroup(spec);
         if (cg) trace("front end: cgroup made");
         if (egress) make_scratch();  // the egress side keeps its resolv.conf there
@@ -883,7 +892,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     std::optional<cgroup::Cgroup> cg;
     if (!live->cgroup.empty() && !(cg = cgroup::Cgroup::open(live->cgroup)))
         fail("the sandbox's cgroup is gone", live->cgroup, "restart the sandbox: hutch stop " + name + " && hutch start " + name);
-    uint64_t ooms_before = cg ? cg->stats().oom_kills : 0;
+    uint64_t ooms_before = cg ? cg->oom_kills() : 0;
     trace("front end: seccomp program and cgroup");
 
     BlockedSignals blocked;
@@ -943,7 +952,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     result.exit_code = supervise(sup);
     result.timed_out = sup.timed_out;
     rethrow_reported(report.rd.get());
-    if (cg && result.exit_code == 128 + SIGKILL && cg->stats().oom_kills > ooms_before)
+    if (cg && result.exit_code == 128 + SIGKILL && cg->oom_kills() > ooms_before)
         result.note = cgroup::oom_message(spec.resources);
     return result;
 }

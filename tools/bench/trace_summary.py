@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 SPANS = [
-    ("cgroup made", "front end: run_sandbox", "front end: cgroup made"),
+    ("cgroup made", "front end: making the cgroup", "front end: cgroup made"),
     ("cgroup finished and removed", "front end: cgroup finishing", "front end: cgroup removed"),
 ]
 

@@ -79,6 +79,10 @@ Inspection inspect();
 // hutch::Error saying what is missing (no cgroup2, hybrid host, no delegation, controller not
 // delegated) and how to fix it.
 Hierarchy locate(const std::vector<std::string>& controllers);
+// Where root's sandboxes' cgroups go when nothing needs checking, as an earlier run left it: a
+// pure cgroup v2 host and root. nullopt otherwise (rootless callers, other layouts): use locate().
+// A parent not prepared yet shows when Cgroup::create cannot write the limits.
+std::optional<Hierarchy> prepared_root_parent();
 
 struct Stats {
     uint64_t memory_peak = 0, memory_current = 0;
@@ -101,6 +105,8 @@ public:
     const std::string& path() const { return path_; }
 
     Stats stats() const;
+    // memory.events' oom_kill alone: one read, for runs that want no other statistic.
+    uint64_t oom_kills() const;
     // Kills every process in the cgroup (cgroup.kill; freeze and SIGKILL on kernels before 5.14).
     void kill() const;
     // rmdir, retrying briefly while exiting processes leave it. Returns false if it stays busy.
