@@ -175,12 +175,14 @@ struct Birth {
 // what it allocates in that memory is only left behind.
 int command_main(void* arg) { exec_process(*static_cast<const ProcessContext*>(arg)); }
 
-pid_t spawn_command(const ProcessContext& ctx) {
+// `pidfd`, when given, receives a pidfd of the command (CLONE_PIDFD).
+pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
     constexpr size_t kStack = 1 << 20;  // touched pages only; exec_process needs a few
     void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) throw_errno("cannot map a stack for the command");
-    pid_t pid = ::clone(command_main, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD,
-                        const_cast<ProcessContext*>(&ctx));
+    int flags = CLONE_VM | CLONE_VFORK | SIGCHLD | (pidfd ? CLONE_PIDFD : 0);
+    pid_t pid = ::clone(command_main, static_cast<char*>(stack) + kStack, flags, const_cast<ProcessContext*>(&ctx),
+                        pidfd);
     int err = errno;
     ::munmap(stack, kStack);  // the child has exec'd or exited: its stack is ours again
     if (pid < 0) {
@@ -893,6 +895,11 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     if (!live->cgroup.empty() && !(cg = cgroup::Cgroup::open(live->cgroup)))
         fail("the sandbox's cgroup is gone", live->cgroup, "restart the sandbox: hutch stop " + name + " && hutch start " + name);
     uint64_t ooms_before = cg ? cg->oom_kills() : 0;
+    // Opened here, with the host's view and credentials, which the kernel checks the move
+    // against: the command moves itself in before its execve.
+    UniqueFd cgroup_procs;
+    if (cg && !(cgroup_procs = UniqueFd(::openat(cg->fd(), "cgroup.procs", O_WRONLY | O_CLOEXEC))))
+        throw_errno("cannot open the sandbox's cgroup", live->cgroup + "/cgroup.procs");
     trace("front end: seccomp program and cgroup");
 
     BlockedSignals blocked;
@@ -909,34 +916,18 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
         tty = pty::open_pair();
         pty::copy_winsize(STDIN_FILENO, tty.master.get());
     }
+    ProcessContext ctx;
+    ctx.process = &proc;
+    ctx.idmap = &spec.idmap;
+    ctx.caps = security.caps;
+    ctx.seccomp = security.seccomp ? &*security.seccomp : nullptr;
+    ctx.hostname = spec.hostname;
+    ctx.report_fd = report.wr.get();
+    ctx.tty_slave = tty.slave.get();
+    ctx.cgroup_procs_fd = cgroup_procs.get();
+    ctx.cgroupns_of = init_fd.get();
     int child_pidfd = -1;
-    struct clone_args args {};
-    args.flags = CLONE_PIDFD;
-    args.pidfd = reinterpret_cast<uint64_t>(&child_pidfd);
-    args.exit_signal = SIGCHLD;
-    if (cg) {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = static_cast<uint64_t>(cg->fd());
-    }
-    pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
-    if (pid < 0) throw_errno("cannot fork the command", name);
-    if (pid == 0) {
-        if (::setns(init_fd.get(), CLONE_NEWCGROUP) != 0) {
-            report_failure(report.wr.get(), kExitHutchError, Error::format("cannot join the sandbox's cgroup namespace", name, errno, ""));
-            ::_exit(kExitHutchError);
-        }
-        ProcessContext ctx;
-        ctx.process = &proc;
-        ctx.idmap = &spec.idmap;
-        ctx.caps = security.caps;
-        ctx.seccomp = security.seccomp ? &*security.seccomp : nullptr;
-        ctx.hostname = spec.hostname;
-        ctx.report_fd = report.wr.get();
-        ctx.tty_slave = tty.slave.get();
-        report.rd.reset();
-        tty.master.reset();
-        exec_process(ctx);
-    }
+    spawn_command(ctx, &child_pidfd);
     UniqueFd child(child_pidfd);
     report.wr.reset();
     tty.slave.reset();

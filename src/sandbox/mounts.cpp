@@ -222,6 +222,7 @@ void enter_overlay_root(const HostSide& host) {
         fail("too many image layers for one overlay mount", std::to_string(host.lower.size()) + " layers",
              "flatten the image (e.g. with a multi-stage build) to fewer layers");
     if (::chdir(cwd.c_str()) != 0) throw_errno("cannot enter the layer store", cwd);
+    trace("init: overlay mounting");
     if (::mount("overlay", host.target.c_str(), "overlay", 0, data.c_str()) != 0)
         throw_errno("cannot mount the overlay root", host.upper,
                     "overlayfs in a user namespace needs Linux 5.11 or later, and the writable layer must be on a "
@@ -229,7 +230,9 @@ void enter_overlay_root(const HostSide& host) {
     // pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it, and
     // with it every host path.
     if (::chdir(host.target.c_str()) != 0) throw_errno("cannot enter the overlay root", host.target);
+    trace("init: overlay mounted");
     if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("cannot pivot_root into the sandbox root");
+    trace("init: pivoted");
     if (::umount2(".", MNT_DETACH) != 0) throw_errno("cannot detach the host root");
     if (::chdir("/") != 0) throw_errno("cannot chdir", "/");
 }

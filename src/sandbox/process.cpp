@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -159,6 +160,11 @@ std::pair<int, std::string> read_failure(int fd) {
 void exec_process(const ProcessContext& ctx) {
     try {
         const ProcessSpec& p = *ctx.process;
+        // Into the sandbox's cgroup first: nothing of the command runs outside its limits.
+        if (ctx.cgroup_procs_fd >= 0 && ::write(ctx.cgroup_procs_fd, "0", 1) != 1)
+            throw_errno("cannot join the sandbox's cgroup");
+        if (ctx.cgroupns_of >= 0 && ::setns(ctx.cgroupns_of, CLONE_NEWCGROUP) != 0)
+            throw_errno("cannot join the sandbox's cgroup namespace");
         // An exec'd process arrives with the host credentials of `hutch exec`: for root that uid
         // is not mapped in the namespace, and files it made would be unownable. Be its root first.
         if (!ctx.idmap->deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");

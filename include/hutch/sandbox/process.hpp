@@ -19,6 +19,10 @@ struct ProcessContext {
     std::string hostname;
     int report_fd = -1;   // where setup and exec failures are reported (close-on-exec)
     int tty_slave = -1;   // the pty's slave when process->tty
+    // `hutch exec`: the command joins the sandbox's cgroup (its cgroup.procs, opened on the
+    // host) and then the cgroup namespace of the init whose pidfd this is; -1: nothing to join.
+    int cgroup_procs_fd = -1;
+    int cgroupns_of = -1;
 };
 
 // Never returns: execs the command, or reports why not and exits 125/126/127.
