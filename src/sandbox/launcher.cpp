@@ -234,7 +234,8 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         // subordinate ids the front end cannot remove); keep handles that survive pivot_root.
         struct {
             UniqueFd upper, work;
-        } layers{open_path(b.host.upper), open_path(b.host.work)};
+        } layers;
+        if (!b.host.upper.empty()) layers = {open_path(b.host.upper), open_path(b.host.work)};
         // libnftables must be loaded while the host's libraries are still visible.
         if (b.egress) b.egress->sandbox_before_pivot(spec.idmap);
         mounts::enter_overlay_root(b.host);
@@ -293,7 +294,10 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         pid_t command = spawn_command(ctx);
         tty.slave.reset();
         b.report.wr.reset();
-        int code = init::run(command, [&layers] { state::empty_layers(layers.upper.get(), layers.work.get()); },
+        int code = init::run(command,
+                             [&layers] {
+                                 if (layers.upper) state::empty_layers(layers.upper.get(), layers.work.get());
+                             },
                              b.egress ? b.egress->service() : nullptr);
         // Tearing down the namespaces in exit(2) takes the kernel milliseconds; the front end
         // needs only the status, and every process of the sandbox is already gone.
@@ -624,8 +628,10 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
     b.spec = &spec;
     b.security = &security;
     b.host.lower = spec.lower_dirs;
-    b.host.upper = scratch.upper();
-    b.host.work = scratch.work();
+    if (!scratch.dir.empty()) {
+        b.host.upper = scratch.upper();
+        b.host.work = scratch.work();
+    }
     b.host.target = scratch.mount_point;
     // Root's sandbox runs as an unprivileged range that may not reach the caller's files: the
     // bind sources are opened here, with root's own access, and attached inside.
@@ -757,6 +763,8 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         trace("front end: swept");
     };
     const bool egress = egress_rules && egress_rules->mode == "egress";
+    // --read-only on one layer: a read-only bind of it, no writable layer and no directory.
+    if (!egress && mounts::read_only_bind_will_do(spec)) scratch.dir.clear();
     try {
         trace("front end: making the cgroup");
         cg = make_cgroup(spec);
@@ -772,7 +780,8 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         if (kept) birth.parent_userns = kept->get();
         // Without egress, the scratch directory is made while the init makes its namespaces.
         Started st = give_birth(birth, [&] {
-            if (!egress) make_scratch();
+            if (scratch.dir.empty()) state::ensure_mount_point(scratch);
+            else if (!egress) make_scratch();
             sweep();
         });
         side->start(st, false);

@@ -211,7 +211,43 @@ static std::string lowerdir_option(const std::vector<std::string>& layers, std::
     return option;
 }
 
+bool read_only_bind_will_do(const SandboxSpec& spec) {
+    if (!spec.read_only_root || spec.persistent || spec.lower_dirs.size() != 1) return false;
+    const std::string& base = spec.lower_dirs.front();
+    auto is_dir = [&](const std::string& path) {
+        struct stat st;
+        return ::lstat((base + path).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    };
+    for (const char* p : {"/proc", "/dev", "/sys"})
+        if (!is_dir(p)) return false;
+    for (const auto& b : spec.binds) {
+        struct stat st;
+        if (::lstat((base + b.destination).c_str(), &st) != 0 || S_ISLNK(st.st_mode)) return false;
+    }
+    for (const auto& t : spec.tmpfs)
+        if (!is_dir(t.destination)) return false;
+    return true;
+}
+
+// pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it, and
+// with it every host path.
+static void pivot_into(const std::string& target) {
+    if (::chdir(target.c_str()) != 0) throw_errno("cannot enter the sandbox root", target);
+    if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("cannot pivot_root into the sandbox root");
+    if (::umount2(".", MNT_DETACH) != 0) throw_errno("cannot detach the host root");
+    if (::chdir("/") != 0) throw_errno("cannot chdir", "/");
+}
+
+static void enter_bind_root(const HostSide& host) {
+    const std::string& base = host.lower.front();
+    if (::mount(base.c_str(), host.target.c_str(), nullptr, MS_BIND, nullptr) != 0)
+        throw_errno("cannot bind the root filesystem", base);
+    set_attr(AT_FDCWD, host.target.c_str(), 0, MOUNT_ATTR_RDONLY, host.target);
+    pivot_into(host.target);
+}
+
 void enter_overlay_root(const HostSide& host) {
+    if (host.upper.empty()) return enter_bind_root(host);
     std::string cwd;
     std::string data = "lowerdir=" + lowerdir_option(host.lower, &cwd) + ",upperdir=" + escape_layer(host.upper) +
                        ",workdir=" + escape_layer(host.work) +
@@ -227,14 +263,8 @@ void enter_overlay_root(const HostSide& host) {
         throw_errno("cannot mount the overlay root", host.upper,
                     "overlayfs in a user namespace needs Linux 5.11 or later, and the writable layer must be on a "
                     "filesystem overlayfs supports (not overlayfs itself); see 'hutch doctor'");
-    // pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it, and
-    // with it every host path.
-    if (::chdir(host.target.c_str()) != 0) throw_errno("cannot enter the overlay root", host.target);
     trace("init: overlay mounted");
-    if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("cannot pivot_root into the sandbox root");
-    trace("init: pivoted");
-    if (::umount2(".", MNT_DETACH) != 0) throw_errno("cannot detach the host root");
-    if (::chdir("/") != 0) throw_errno("cannot chdir", "/");
+    pivot_into(host.target);
 }
 
 void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped) {

@@ -81,8 +81,7 @@ Scratch plan_scratch(const Paths& paths, const std::string& name) {
 void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     const std::string parent = s.dir.substr(0, s.dir.rfind('/'));
     FileLock guard = FileLock::acquire(parent + "/.sweep.lock", FileLock::Mode::Shared);
-    if (::mkdir(s.mount_point.c_str(), 0700) != 0 && errno != EEXIST)
-        throw_errno("cannot create the mount point", s.mount_point);
+    ensure_mount_point(s);
     if (::mkdir(s.dir.c_str(), 0700) != 0) {
         if (errno == EEXIST)
             fail("a sandbox with this name already exists", s.dir.substr(parent.size() + 1),
@@ -112,13 +111,16 @@ Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_
     return s;
 }
 
+void ensure_mount_point(const Scratch& s) {
+    if (::mkdir(s.mount_point.c_str(), 0700) != 0 && errno != EEXIST)
+        throw_errno("cannot create the mount point", s.mount_point);
+}
+
 Scratch open_scratch(const Paths& paths, const std::string& name) {
     Scratch s = plan_scratch(paths, name);
     s.lock = FileLock::try_acquire_directory(s.dir);
     if (!s.lock) fail("sandbox is running", name, "stop it first: hutch stop " + name);
-    // Made by `create`; a sandbox created by an older hutch may predate it.
-    if (::mkdir(s.mount_point.c_str(), 0700) != 0 && errno != EEXIST)
-        throw_errno("cannot create the mount point", s.mount_point);
+    ensure_mount_point(s);  // made by `create`; a sandbox of an older hutch may predate it
     return s;
 }
 

@@ -1,5 +1,6 @@
 """The sandbox's filesystem: a throwaway layer over the base, binds, --read-only and --tmpfs."""
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -139,3 +140,44 @@ def test_dev_proc_and_sys_layout(h):
     # A devpts of its own, not the host's: ptys opened inside are not the host's ptys.
     pts = [l for l in out.splitlines() if " /dev/pts " in l and l[0].isdigit()]
     assert pts and "ptmxmode=666" in pts[0], out
+
+
+def _root_fstype(mountinfo: str) -> str:
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == "/":
+            return fields[fields.index("-") + 1]
+    return ""
+
+
+def test_read_only_root_of_one_layer_is_a_bind_without_a_directory(h):
+    """--read-only over one layer with every mount point present: the layer itself, bound
+    read-only, and no writable layer or sandbox directory on the host."""
+    p = h.popen("run", "-i", "--read-only", "--", "sh", "-c",
+                "exec 2>&1; " + h.guard + "if touch /x; then echo CREATED-ROOT; fi; "
+                "cat /proc/self/mountinfo; echo READY; read line", stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE, text=True)
+    try:
+        out = ""
+        while "READY" not in out:
+            line = p.stdout.readline()
+            assert line, out
+            out += line
+        assert h.sandbox_dirs() == [], h.sandbox_dirs()  # while it runs
+        p.stdin.write("done\n")
+        p.stdin.flush()
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    guarded(subprocess.CompletedProcess(p.args, 0, out, ""))
+    assert "CREATED-ROOT" not in out and "Read-only file system" in out, out
+    assert _root_fstype(out) not in ("", "overlay"), out
+
+
+def test_read_only_root_that_needs_a_mount_point_uses_the_overlay(h):
+    d = h.host_dir("src", {"f": "data\n"})
+    cp = ok(guarded(h.sh("exec 2>&1; " + h.guard + "cat /newdir/f; if touch /x; then echo CREATED-ROOT; fi; "
+                         "cat /proc/self/mountinfo", "--read-only", "-v", f"{d}:/newdir:ro")))
+    assert "data" in cp.stdout and "CREATED-ROOT" not in cp.stdout, cp.stdout
+    assert _root_fstype(cp.stdout) == "overlay", cp.stdout

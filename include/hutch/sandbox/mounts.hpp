@@ -22,7 +22,7 @@ namespace hutch::mounts {
 // namespace, so the sandbox looks them up itself (the store is searchable by the sandbox's root).
 struct HostSide {
     std::vector<std::string> lower;  // read-only layers, top first
-    std::string upper;   // the sandbox's writable layer
+    std::string upper;   // the sandbox's writable layer; empty: a read-only bind of the one layer
     std::string work;    // overlayfs' work dir
     std::string target;  // where the overlay is mounted before pivot_root
     std::vector<UniqueFd> binds;  // detached bind trees (root: opened by the front end) or empty
@@ -45,6 +45,11 @@ Detached prepare(const SandboxSpec& spec, std::vector<UniqueFd> parent_binds);
 std::vector<UniqueFd> open_bind_sources(const std::vector<BindMount>& binds);
 // Step 3.
 void enter_overlay_root(const HostSide& host);
+
+// Whether a sandbox can do without a writable layer: a --read-only run of one layer that already
+// has every mount point the sandbox needs (nothing may be created in the base). Its root is then
+// a read-only bind of that layer, with no scratch directory and no overlay to set up.
+bool read_only_bind_will_do(const SandboxSpec& spec);
 // Step 4. `tty_gid_mapped`: gid 5 exists in the namespace, so devpts can give ptys group tty.
 void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped);
 // Last: make / read-only when asked (after everything that needs to create mount points).

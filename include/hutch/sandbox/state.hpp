@@ -39,6 +39,8 @@ Scratch plan_scratch(const Paths& paths, const std::string& name);
 // `owner_uid`/`owner_gid`: who must own upper/ and work/ (the sandbox's root, seen from the host).
 void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid);
 Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_uid, gid_t owner_gid);
+// The shared mount point alone, for a sandbox without a directory of its own.
+void ensure_mount_point(const Scratch& s);
 // Takes the lock of an existing sandbox directory (to start it again).
 Scratch open_scratch(const Paths& paths, const std::string& name);
 // Removes a sandbox directory whatever its files' owners (subordinate ids included).
