@@ -4,6 +4,7 @@
 # For each identity (root, and an unprivileged user through runuser), ONE hyperfine run measures
 # side by side the wall time of running `true` through:
 #   hutch run      hutch --root TMP run --rootfs ROOT true          (a fresh sandbox per run)
+#   hutch run -ro  hutch --root TMP run --read-only --rootfs ROOT true (no writable layer, as bwrap)
 #   hutch exec     hutch --root TMP exec bench -- true              (persistent sandbox made before)
 #   bwrap          bwrap --unshare-all --ro-bind ROOT / --proc /proc --dev /dev true
 #   crun run       crun run of an OCI bundle whose rootfs is ROOT (see "crun" below)
@@ -220,9 +221,10 @@ setup_crun() {
 }
 
 declare -A MEDIAN FAILS
-declare -a ORDER=(hutch-run hutch-exec bwrap crun-net crun-raw nsenter unshare true)
+declare -a ORDER=(hutch-run hutch-run-ro hutch-exec bwrap crun-net crun-raw nsenter unshare true)
 declare -A TITLE=(
     [hutch-run]="hutch run --rootfs ROOT true"
+    [hutch-run-ro]="hutch run --read-only ... true"
     [hutch-exec]="hutch exec bench -- true"
     [bwrap]="bwrap --unshare-all ... true"
     [crun-net]="crun run (net of nsenter)"
@@ -254,6 +256,12 @@ bench_set() {
         add hutch-run "$W/bin/hutch --root $W/hutch-run run --rootfs $W/root true"
     else
         note "$SET_LABEL: hutch run skipped: $PREFLIGHT_WHY"
+    fi
+    # A read-only root like bwrap's --ro-bind: no writable layer (see --read-only in README.md).
+    if preflight hutch-run-ro 0 "$W/bin/hutch" --root "$W/hutch-run" run --read-only --rootfs "$W/root" true; then
+        add hutch-run-ro "$W/bin/hutch --root $W/hutch-run run --read-only --rootfs $W/root true"
+    else
+        note "$SET_LABEL: hutch run --read-only skipped: $PREFLIGHT_WHY"
     fi
 
     if preflight hutch-create 0 "$W/bin/hutch" --root "$W/hutch-exec" create --name bench --rootfs "$W/root"; then
