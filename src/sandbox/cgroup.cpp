@@ -200,7 +200,11 @@ void write_limits(const std::string& dir, const Resources& r) {
         std::string swap = "0";
         if (r.memory_swap < 0) swap = "max";
         else if (r.memory_swap > 0) swap = std::to_string(std::max<int64_t>(0, r.memory_swap - r.memory));
-        if (fs::exists(dir + "/memory.swap.max")) write_file(dir + "/memory.swap.max", swap);
+        try {
+            write_file(dir + "/memory.swap.max", swap);
+        } catch (const Error& e) {
+            if (e.error_number() != ENOENT) throw;  // a kernel without swap accounting
+        }
     }
     if (r.pids > 0) write_file(dir + "/pids.max", std::to_string(r.pids));
     if (r.cpus > 0) {
@@ -407,6 +411,8 @@ void Cgroup::evict(pid_t pid) const {
     // ESRCH: it is gone already, which is what was wanted.
     if (procs) (void)!::write(procs.get(), text.data(), text.size());
 }
+
+bool Cgroup::remove_if_empty() const { return ::rmdir(path_.c_str()) == 0 || errno == ENOENT; }
 
 bool Cgroup::remove() const {
     for (int attempt = 0; attempt < 200; ++attempt) {

@@ -702,6 +702,9 @@ void finish_cgroup(const cgroup::Cgroup& cg, const SandboxSpec& spec, pid_t init
     // Only a SIGKILL can be the OOM killer's: other endings need no read.
     if (result.exit_code == 128 + SIGKILL && cg.oom_kills() > 0) result.note = cgroup::oom_message(spec.resources);
     if (init > 0) cg.evict(init);
+    // After the init's report every process of the sandbox is gone and the init has left: the
+    // cgroup is empty. Otherwise (a failed setup, an error of hutch's) kill what is there first.
+    if (init > 0 && cg.remove_if_empty()) return;
     cg.kill();
     if (!cg.remove()) log::warn("cannot remove cgroup " + cg.path() + "; the next hutch run removes it");
 }

@@ -109,6 +109,8 @@ public:
     uint64_t oom_kills() const;
     // Kills every process in the cgroup (cgroup.kill; freeze and SIGKILL on kernels before 5.14).
     void kill() const;
+    // One rmdir: true when the cgroup was empty (or is gone already).
+    bool remove_if_empty() const;
     // rmdir, retrying briefly while exiting processes leave it. Returns false if it stays busy.
     bool remove() const;
     // Moves `pid` to a leaf shared by exiting inits beside the sandboxes' cgroups. A sandbox's
