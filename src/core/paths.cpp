@@ -52,9 +52,12 @@ Paths Paths::resolve(const std::string& root_override) {
 // `mode` is 0700, or 0711 for root's storage: root's sandboxes run as an unprivileged range that
 // must search (never list) its way to its layers.
 static void ensure_private_dir(const std::string& path, mode_t mode) {
-    fs::make_dirs(path, mode);
     struct stat st;
-    if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat", path);
+    // One stat in the usual case, where it is there already.
+    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fs::make_dirs(path, mode);
+        if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat", path);
+    }
     if (st.st_uid != ::geteuid())
         fail("directory is owned by another user", path, "pass --root DIR with a directory of your own");
     if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0) throw_errno("cannot chmod", path);
