@@ -83,19 +83,46 @@ constexpr int kJoinNamespaces = static_cast<int>(kCloneNamespaces) | kInitNamesp
 constexpr double kTermGrace = 10.0;     // SIGTERM to hutch: the command gets this long to exit
 constexpr double kTeardownGrace = 5.0;  // init gets this long to tear down before SIGKILL
 
-// What the front end computes once, before any namespace exists.
+// What the front end computes once for a sandbox: its capabilities, and its seccomp program.
 struct Security {
     caps::Set caps;
     std::optional<seccomp::Program> seccomp;  // empty: unconfined
 };
 
+// The seccomp program for `caps` (nullopt: unconfined), from the cache or compiled.
+std::optional<seccomp::Program> load_seccomp(const SandboxSpec& spec, const caps::Set& caps, const Paths& paths) {
+    if (spec.seccomp_profile == "unconfined") return std::nullopt;
+    std::string profile = spec.seccomp_profile.empty() ? policy_dir() + "/seccomp/default.json" : spec.seccomp_profile;
+    return seccomp::load(profile, caps::names(caps), paths.cache() + "/seccomp");
+}
+
 Security resolve_security(const SandboxSpec& spec, const Paths& paths) {
     Security s;
     s.caps = caps::resolve(spec.process.cap_add, spec.process.cap_drop);
-    if (spec.seccomp_profile == "unconfined") return s;
-    std::string profile = spec.seccomp_profile.empty() ? policy_dir() + "/seccomp/default.json" : spec.seccomp_profile;
-    s.seccomp = seccomp::load(profile, caps::names(s.caps), paths.cache() + "/seccomp");
+    s.seccomp = load_seccomp(spec, s.caps, paths);
     return s;
+}
+
+// The release of the init carries the seccomp program, which the front end may load while the
+// init makes its namespaces: "1", a 32-bit length (0: unconfined), the program.
+std::string release_message(const Security& s) {
+    uint32_t n = s.seccomp ? static_cast<uint32_t>(s.seccomp->bytes.size()) : 0;
+    std::string msg = "1";
+    msg.append(reinterpret_cast<const char*>(&n), sizeof n);
+    if (s.seccomp) msg += s.seccomp->bytes;
+    return msg;
+}
+
+bool read_exact(int fd, void* buf, size_t n) {
+    auto* p = static_cast<char*>(buf);
+    while (n > 0) {
+        ssize_t r = ::read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        p += r;
+        n -= static_cast<size_t>(r);
+    }
+    return true;
 }
 
 struct Pipe {
@@ -214,6 +241,14 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         char go;
         // EOF instead of the byte: the front end died before the maps were written.
         if (::read(b.sync.rd.get(), &go, 1) != 1) ::_exit(kExitHutchError);
+        uint32_t filter_size = 0;
+        std::optional<seccomp::Program> filter;
+        if (!read_exact(b.sync.rd.get(), &filter_size, sizeof filter_size)) ::_exit(kExitHutchError);
+        if (filter_size > 0) {
+            filter.emplace();
+            filter->bytes.resize(filter_size);
+            if (!read_exact(b.sync.rd.get(), filter->bytes.data(), filter_size)) ::_exit(kExitHutchError);
+        }
         trace("init: released");
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
         if (!spec.persistent) {
@@ -287,7 +322,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         ctx.process = &spec.process;
         ctx.idmap = &spec.idmap;
         ctx.caps = b.security->caps;
-        ctx.seccomp = b.security->seccomp ? &*b.security->seccomp : nullptr;
+        ctx.seccomp = filter ? &*filter : nullptr;
         ctx.hostname = spec.hostname;
         ctx.report_fd = b.report.wr.get();
         ctx.tty_slave = tty.slave.get();
@@ -612,7 +647,8 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
         abort_birth(b, pidfd);
         throw;
     }
-    if (::write(b.sync.wr.get(), "1", 1) != 1) {
+    const std::string release = release_message(*b.security);
+    if (::write(b.sync.wr.get(), release.data(), release.size()) != static_cast<ssize_t>(release.size())) {
         int err = errno;
         abort_birth(b, pidfd);
         errno = err;
@@ -743,8 +779,9 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     trace("front end: run_sandbox");
     check_bind_sources(spec);
     check_layers(spec);
-    Security security = resolve_security(spec, paths);
-    trace("front end: seccomp program loaded");
+    // The seccomp program is loaded while the init makes its namespaces (below).
+    Security security;
+    security.caps = caps::resolve(spec.process.cap_add, spec.process.cap_drop);
     auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
     state::Scratch scratch = state::plan_scratch(paths, spec.name);
     bool scratch_made = false;
@@ -783,6 +820,8 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         if (kept) birth.parent_userns = kept->get();
         // Without egress, the scratch directory is made while the init makes its namespaces.
         Started st = give_birth(birth, [&] {
+            security.seccomp = load_seccomp(spec, security.caps, paths);
+            trace("front end: seccomp program loaded");
             if (scratch.dir.empty()) state::ensure_mount_point(scratch);
             else if (!egress) make_scratch();
             sweep();
