@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Interleaved wall-time comparison: tools/bench/interleaved.py [--runs N] [--warmup N] CMD...
+
+Runs each command once per round, round after round (A B C A B C ...), and prints the median and
+quartiles of each. hyperfine runs one command's runs in a block, so on a VM whose speed drifts
+from minute to minute (this project's does, by 10-20%), two blocks can differ by more than the
+commands do; interleaving gives every command the same conditions. Each CMD is one shell-quoted
+string, run without a shell; the times include Python's fork and exec of it (the same for all).
+"""
+import argparse
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("commands", nargs="+")
+    args = ap.parse_args()
+    cmds = [shlex.split(c) for c in args.commands]
+    times = [[] for _ in cmds]
+    failures = [0 for _ in cmds]
+    for round_ in range(args.warmup + args.runs):
+        for i, cmd in enumerate(cmds):
+            t = time.perf_counter()
+            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
+            elapsed = (time.perf_counter() - t) * 1000
+            if round_ < args.warmup:
+                continue
+            times[i].append(elapsed)
+            failures[i] += rc != 0
+    print(f"interleaved, {args.runs} rounds after {args.warmup} warm-up rounds; wall ms per run")
+    print(f"{'median':>8} {'p25':>8} {'p75':>8}  command")
+    for cmd, t, f in zip(args.commands, times, failures):
+        q = statistics.quantiles(t, n=4)
+        flag = f"  ({f} runs failed)" if f else ""
+        print(f"{statistics.median(t):8.2f} {q[0]:8.2f} {q[2]:8.2f}  {cmd}{flag}")
+    return 1 if any(failures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
