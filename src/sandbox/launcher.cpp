@@ -975,10 +975,23 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     ctx.hostname = spec.hostname;
     ctx.report_fd = report.wr.get();
     ctx.tty_slave = tty.slave.get();
-    ctx.cgroup_procs_fd = cgroup_procs.get();
     ctx.cgroupns_of = init_fd.get();
     int child_pidfd = -1;
-    spawn_command(ctx, &child_pidfd);
+    if (cg && spec.resources.pids > 0) {
+        // A move into a cgroup is not bounded by its pids.max (the kernel lets organisational
+        // moves through); a birth inside it is. With a pids limit the command is born there.
+        struct clone_args args {};
+        args.flags = CLONE_PIDFD | CLONE_INTO_CGROUP;
+        args.pidfd = reinterpret_cast<uint64_t>(&child_pidfd);
+        args.exit_signal = SIGCHLD;
+        args.cgroup = static_cast<uint64_t>(cg->fd());
+        pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
+        if (pid < 0) throw_errno("cannot start the command", name);
+        if (pid == 0) exec_process(ctx);
+    } else {
+        ctx.cgroup_procs_fd = cgroup_procs.get();
+        spawn_command(ctx, &child_pidfd);
+    }
     UniqueFd child(child_pidfd);
     report.wr.reset();
     tty.slave.reset();

@@ -55,6 +55,27 @@ def test_pids_limit_hits_are_visible_in_inspect(h):
     assert not os.path.exists(cgroup_of("pl"))
 
 
+def test_exec_cannot_start_past_the_pids_limit(h):
+    # The init and one exec'd sleep fill pids.max 2: the next command cannot be born there.
+    assert h("create", "--name", "full", "--pids-limit", "2").returncode == 0
+    sleeper = h.popen("exec", "full", "--", "sleep", "30")
+    try:
+        cg = cgroup_of("full")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and open(f"{cg}/pids.current").read().strip() != "2":
+            time.sleep(0.05)
+        assert open(f"{cg}/pids.current").read().strip() == "2"
+        r = h("exec", "full", "--", "true")
+        assert r.returncode == 125, r
+        assert "cannot start the command" in r.stderr, r.stderr
+        assert open(f"{cg}/pids.current").read().strip() == "2"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        assert h("rm", "-f", "full").returncode == 0
+    assert not os.path.exists(cgroup_of("full"))
+
+
 def test_cpu_max_throttles(h):
     busy = "end=$(( $(date +%s) + 2 )); while [ $(date +%s) -lt $end ]; do :; done"
     r = h("run", "--cpus", "0.2", "--stats", "--", "sh", "-c", busy)
