@@ -2,12 +2,12 @@
 //
 //   front end (host)                       sandbox init (pid 1 of the new namespaces)
 //   ----------------                       ------------------------------------------
-//   resolve caps, load seccomp program
+//   resolve caps, cgroup with the limits
 //   clone3(NEWUSER|NEWPID) -------------->  unshare(NEWNS|NEWNET|NEWIPC|NEWUTS)
-//   create scratch dir, write uid/gid       private mounts, detached proc/sys/dev/binds
-//     maps (both sides run at once)         waits on the sync pipe
-//     and sweep what crashed runs left
-//   release ----------------------------->  become root of the namespace
+//   write uid/gid maps, load the seccomp    private mounts, detached proc/sys/dev/binds
+//     program, create the scratch dir,      waits on the sync pipe
+//     sweep what crashed runs left
+//   release (with the seccomp program) -->  become root of the namespace
 //                                           overlay root, pivot_root, populate /proc /dev /sys
 //                                           hostname, loopback up, pty
 //                                           fork the command --> exec_process(): user, caps,
@@ -181,9 +181,9 @@ void bring_up_loopback() {
 // Everything the sandbox's init needs, prepared by the front end (the clone shares a copy).
 struct Birth {
     const SandboxSpec* spec = nullptr;
-    const Security* security = nullptr;
+    const Security* security = nullptr;  // its caps; the seccomp program comes with the release
     mounts::HostSide host;
-    Pipe sync;     // front end → init: "the id maps are written"
+    Pipe sync;     // front end → init: "the id maps are written", and the seccomp program
     Pipe report;   // init and command → front end: setup failures
     Pipe status;   // init → front end: the exit status, written before init's own exit
     Pipe unshared;   // init → front end: its network namespace exists (--network egress only)
@@ -261,7 +261,6 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         }
         b.sync.rd.reset();
         if (!spec.idmap.deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
-        trace("init: setgroups");
         if (::unshare(CLONE_NEWCGROUP) != 0) throw_errno("cannot create the cgroup namespace");
         trace("init: maps written, root of the namespace");
 
