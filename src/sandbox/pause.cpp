@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/nsfs.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -101,6 +102,12 @@ std::optional<UniqueFd> start_keeper(const Paths& paths, const IdMap& map, const
         if (::unshare(CLONE_NEWUSER) != 0 || !write_all(up_wr.get(), &self, sizeof self)) ::_exit(1);
         char go;
         if (::read(down_rd.get(), &go, 1) != 1) ::_exit(1);
+        // Nothing of the front end's signal handling survives the exec: blocked signals and
+        // ignored SIGPIPE would (a keeper must die of a plain SIGTERM).
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
         int null = ::open("/dev/null", O_RDWR);
         for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
         ::syscall(SYS_close_range, 3U, ~0U, 0U);

@@ -101,3 +101,17 @@ def test_sandboxes_outlive_an_idle_keeper(h):
     # A new sandbox starts a new keeper.
     ok(h("run", "--", "true"))
     assert _record(h)[0] != pid
+
+
+def test_keeper_ends_on_sigterm(h):
+    """It inherits nothing of the front end's signal handling (which blocks SIGTERM while a
+    sandbox runs): a plain kill ends it."""
+    _needs_keeper(h)
+    ok(h("run", "--", "true"))
+    pid, start = _record(h)
+    status = Path(f"/proc/{pid}/status").read_text()
+    blocked = int(next(l for l in status.splitlines() if l.startswith("SigBlk:")).split()[1], 16)
+    ignored = int(next(l for l in status.splitlines() if l.startswith("SigIgn:")).split()[1], 16)
+    assert blocked == 0 and ignored == 0, status
+    os.kill(pid, signal.SIGTERM)  # started by this test's hutch
+    assert wait_until(lambda: not _alive(pid, start), 5)
