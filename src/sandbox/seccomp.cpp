@@ -13,10 +13,12 @@
 // A stage's "not mine" result is a marker action that linking turns into a jump to the next stage.
 #include "hutch/sandbox/seccomp.hpp"
 
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -44,7 +46,7 @@ namespace {
 using json = nlohmann::json;
 
 // Bump whenever compile() can produce different bytes for the same inputs: it keys the cache.
-constexpr const char* kCompilerTag = "hutch-seccomp-compiler-4";
+constexpr const char* kCompilerTag = "hutch-seccomp-compiler-5";
 
 // The kernel's limit on a classic-BPF program (BPF_MAXINSNS).
 constexpr size_t kMaxInstructions = 4096;
@@ -768,6 +770,7 @@ std::string hex(const std::string& bytes) {
 }
 
 // Everything compile() depends on. Each field is length-prefixed so no two inputs collide.
+// `profile` identifies the profile file's current contents (see load()).
 std::string cache_key(const std::string& profile, const std::vector<std::string>& caps) {
     std::set<std::string> sorted;
     for (const auto& c : caps) sorted.insert(normalize_cap(c));
@@ -836,11 +839,21 @@ Program compile(const std::string& json_text, const std::string& source, const s
 }
 
 Program load(const std::string& path, const std::vector<std::string>& caps, const std::string& cache_dir) {
-    std::string text = fs::read_file(path);
-    if (cache_dir.empty()) return compile(text, path, caps);
-    std::string file = cache_dir + "/" + cache_key(text, caps) + ".bpf";
+    if (cache_dir.empty()) return compile(fs::read_file(path), path, caps);
+    // The profile is keyed by which file it is and when it last changed, not by its text: a hit
+    // then reads and hashes nothing of a 20 KB profile. Any write changes ctime (which no one can
+    // set back), and a replaced file is another inode. Opening it checks that the caller may
+    // read it, as compiling it would.
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0) throw_errno("cannot read seccomp profile", path);
+    const std::string identity = path + "\n" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+                                 std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+                                 std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ctim.tv_sec) + "." +
+                                 std::to_string(st.st_ctim.tv_nsec);
+    std::string file = cache_dir + "/" + cache_key(identity, caps) + ".bpf";
     if (auto cached = read_cached(file)) return Program{std::move(*cached)};
-    Program prog = compile(text, path, caps);
+    Program prog = compile(fs::read_file(path), path, caps);
     write_cached(cache_dir, file, prog.bytes);
     return prog;
 }

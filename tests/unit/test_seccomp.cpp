@@ -623,6 +623,33 @@ TEST_CASE("seccomp: load caches compiled programs and ignores damaged cache file
     hutch::fs::remove_tree(dir);
 }
 
+TEST_CASE("seccomp: an edited profile is compiled again, even at the same size") {
+    std::string dir = make_temp_dir();
+    std::string profile = dir + "/profile.json";
+    std::string text = hutch::fs::read_file(kHutchProfile);
+    hutch::fs::write_file_atomic(profile, text);
+    sc::Program first = sc::load(profile, kDefaultCaps, dir + "/cache");
+    CHECK(first.bytes == sc::compile(text, profile, kDefaultCaps).bytes);
+    // In place, same length: only the default errno changes (1 → 7).
+    auto at = text.find("\"defaultErrnoRet\": 1,");
+    REQUIRE(at != std::string::npos);
+    text[at + std::strlen("\"defaultErrnoRet\": ")] = '7';
+    {
+        std::FILE* f = std::fopen(profile.c_str(), "r+");
+        REQUIRE(f != nullptr);
+        std::fwrite(text.data(), 1, text.size(), f);
+        std::fclose(f);
+    }
+    sc::Program second = sc::load(profile, kDefaultCaps, dir + "/cache");
+    CHECK(second.bytes == sc::compile(text, profile, kDefaultCaps).bytes);
+    CHECK(second.bytes != first.bytes);
+    // Unreadable now: refused, though a compiled program for it is cached.
+    if (::geteuid() != 0) {
+        ::chmod(profile.c_str(), 0);
+        CHECK_THROWS_AS(sc::load(profile, kDefaultCaps, dir + "/cache"), hutch::Error);
+    }
+}
+
 TEST_CASE("seccomp: load reports unreadable profiles; install refuses malformed programs") {
     CHECK(error_of([] { sc::load("/nonexistent/hutch/profile.json", {}, ""); }).find("/nonexistent/hutch/profile.json") !=
           std::string::npos);
