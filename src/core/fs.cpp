@@ -30,24 +30,13 @@ std::string read_file(const std::string& path) {
     return out;
 }
 
-static void write_all(int fd, const std::string& data, const std::string& path) {
-    size_t off = 0;
-    while (off < data.size()) {
-        ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw_errno("cannot write", path);
-        }
-        off += static_cast<size_t>(n);
-    }
-}
 
 void write_file_atomic(const std::string& path, const std::string& data, mode_t mode) {
     std::string tmp = path + ".tmp" + std::to_string(::getpid());
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
     if (!fd) throw_errno("cannot create", tmp);
     try {
-        write_all(fd.get(), data, tmp);
+        if (!write_all(fd.get(), data.data(), data.size())) throw_errno("cannot write", tmp);
         if (::fsync(fd.get()) != 0) throw_errno("cannot sync", tmp);
         fd.reset();
         if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("cannot rename into place", path);

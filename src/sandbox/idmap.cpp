@@ -121,11 +121,16 @@ std::string render(const std::vector<IdRange>& ranges) {
     return s;
 }
 
-static void write_proc_file(pid_t pid, const char* name, const std::string& data) {
+bool write_map_file(pid_t pid, const char* name, const std::string& data) {
     std::string path = "/proc/" + std::to_string(pid) + "/" + name;
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!fd || ::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()))
-        throw_errno("cannot write user namespace map", path,
+    // One write: the kernel takes a map in a single write(2) or not at all.
+    return fd && ::write(fd.get(), data.data(), data.size()) == static_cast<ssize_t>(data.size());
+}
+
+static void write_proc_file(pid_t pid, const char* name, const std::string& data) {
+    if (!write_map_file(pid, name, data))
+        throw_errno("cannot write user namespace map", "/proc/" + std::to_string(pid) + "/" + name,
                     "check /proc/sys/user/max_user_namespaces and that the range is not mapped twice");
 }
 

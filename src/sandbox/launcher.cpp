@@ -113,18 +113,6 @@ std::string release_message(const Security& s) {
     return msg;
 }
 
-bool read_exact(int fd, void* buf, size_t n) {
-    auto* p = static_cast<char*>(buf);
-    while (n > 0) {
-        ssize_t r = ::read(fd, p, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return false;
-        p += r;
-        n -= static_cast<size_t>(r);
-    }
-    return true;
-}
-
 struct Pipe {
     UniqueFd rd, wr;
     static Pipe make() {
@@ -373,15 +361,6 @@ struct GoBetween {
     const char* failed = nullptr;
 };
 
-bool write_map(pid_t pid, const char* name, const std::string& map) {
-    std::string path = "/proc/" + std::to_string(pid) + "/" + name;
-    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    bool ok = ::write(fd, map.data(), map.size()) == static_cast<ssize_t>(map.size());
-    ::close(fd);
-    return ok;
-}
-
 int go_between_main(void* arg) {
     auto* g = static_cast<GoBetween*>(arg);
     if (::setns(g->birth->parent_userns, CLONE_NEWUSER) != 0) {
@@ -397,7 +376,7 @@ int go_between_main(void* arg) {
         ::_exit(1);
     }
     g->init = pid;
-    if (!write_map(pid, "uid_map", g->uid_map) || !write_map(pid, "gid_map", g->gid_map)) {
+    if (!idmap::write_map_file(pid, "uid_map", g->uid_map) || !idmap::write_map_file(pid, "gid_map", g->gid_map)) {
         g->err = errno;
         g->failed = "cannot write the sandbox's id maps";
         ::_exit(1);
@@ -469,19 +448,6 @@ double now() {
     struct timespec ts;
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-bool write_all(int fd, const char* data, size_t n) {
-    while (n > 0) {
-        ssize_t w = ::write(fd, data, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return false;
-        }
-        data += w;
-        n -= static_cast<size_t>(w);
-    }
-    return true;
 }
 
 // Copies what is available from `from` to `to`; false at EOF or error.

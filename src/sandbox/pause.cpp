@@ -78,8 +78,6 @@ std::optional<UniqueFd> open_kept(const Record& r, const std::string& want) {
     return ns;
 }
 
-bool write_all(int fd, const void* data, size_t n) { return ::write(fd, data, n) == static_cast<ssize_t>(n); }
-
 // Starts a keeper: a process that is nobody's child here, in a user namespace of its own which
 // this process maps with the helpers, then execs `hutch-pause` with none of our fds.
 std::optional<UniqueFd> start_keeper(const Paths& paths, const IdMap& map, const std::string& want) {
@@ -134,7 +132,8 @@ std::optional<UniqueFd> start_keeper(const Paths& paths, const IdMap& map, const
         throw;
     }
     if (!write_all(down_wr.get(), "1", 1)) return std::nullopt;
-    return open_kept(*load(file), want);
+    auto r = load(file);
+    return r ? open_kept(*r, want) : std::nullopt;
 }
 
 }  // namespace

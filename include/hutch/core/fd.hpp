@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstddef>
 #include <utility>
 
 namespace hutch {
@@ -31,5 +33,32 @@ public:
 private:
     int fd_ = -1;
 };
+
+// Writes all of `data`, retrying short writes and EINTR; false with errno set otherwise.
+inline bool write_all(int fd, const void* data, size_t n) {
+    auto* p = static_cast<const char*>(data);
+    while (n > 0) {
+        ssize_t w = ::write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return false;
+        p += w;
+        n -= static_cast<size_t>(w);
+    }
+    return true;
+}
+
+// Reads exactly `n` bytes; false at EOF (errno 0) or on an error (errno set).
+inline bool read_exact(int fd, void* buf, size_t n) {
+    auto* p = static_cast<char*>(buf);
+    while (n > 0) {
+        ssize_t r = ::read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r == 0) errno = 0;
+        if (r <= 0) return false;
+        p += r;
+        n -= static_cast<size_t>(r);
+    }
+    return true;
+}
 
 }  // namespace hutch

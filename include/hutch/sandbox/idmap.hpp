@@ -26,6 +26,10 @@ std::vector<SubIdRange> parse_subid(const std::string& text, const std::string& 
 //  - unprivileged otherwise: 0 → caller only.
 IdMap for_caller();
 
+// Writes /proc/PID/NAME (uid_map, gid_map, setgroups) in one write; false with errno set. Throws
+// nothing: a vfork-style child (launcher.cpp's go-between) calls it.
+bool write_map_file(pid_t pid, const char* name, const std::string& data);
+
 // Renders one map in /proc/PID/uid_map format.
 std::string render(const std::vector<IdRange>& ranges);
 
