@@ -7,6 +7,8 @@
 // failed to unpack, which is deleted so nothing hostile lingers.
 #include <archive.h>
 #include <archive_entry.h>
+
+#include <cstring>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -510,10 +512,18 @@ std::set<std::string> fetch_blobs(Store& store, ImageSource& src, const std::vec
 // A blob whose layer failed to unpack (hostile, or not what the config says) must not stay.
 // Only blobs this pull fetched are removed: an older blob may belong to another image.
 void discard_blob(Store& store, const std::string& blob, const std::string& diff_id) {
-    FileLock lock = store.lock_blob(blob);
-    if (store.has_layer(diff_id)) return;
-    if (::unlink(store.blob_path(blob).c_str()) != 0 && errno != ENOENT)
-        log::warn("cannot remove the blob of a refused layer: " + store.blob_path(blob) + ": " + std::strerror(errno));
+    // Called while an error is on its way out: nothing here may replace it.
+    try {
+        FileLock lock = store.lock_blob(blob);
+        if (store.has_layer(diff_id)) return;
+        const std::string path = store.blob_path(blob);
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+            int err = errno;
+            log::warn("cannot remove the blob of a refused layer: " + path + ": " + std::strerror(err));
+        }
+    } catch (const Error& e) {
+        log::warn(std::string("cannot remove the blob of a refused layer: ") + e.what());
+    }
 }
 
 // Unpacks the layers bottom to top (each into the store once, under its layer lock).
@@ -640,14 +650,14 @@ struct ArchiveWriter {
         // pax keeps long names and big sizes; docker load and skopeo read it.
         if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
             archive_write_open_filename(a, p.c_str()) != ARCHIVE_OK)
-            fail("cannot write archive", p + ": " + archive_error_string(a), "check the path and free space");
+            fail("cannot write archive", p + ": " + archive_message(a), "check the path and free space");
     }
     ~ArchiveWriter() {
         if (a) archive_write_free(a);
     }
     void check(int rc, const std::string& what) {
         if (rc < ARCHIVE_WARN)
-            fail("cannot write " + what + " into the archive", path + ": " + archive_error_string(a),
+            fail("cannot write " + what + " into the archive", path + ": " + archive_message(a),
                  "check free space");
     }
     void header(const std::string& name, int64_t size, mode_t type, mode_t mode) {

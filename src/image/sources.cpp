@@ -201,7 +201,7 @@ void copy_entry_data(struct archive* a, int fd, const std::string& where) {
     for (;;) {
         int rc = archive_read_data_block(a, &buf, &size, &offset);
         if (rc == ARCHIVE_EOF) return;
-        if (rc < ARCHIVE_WARN) fail("cannot read archive", where + ": " + archive_error_string(a), "the archive is damaged");
+        if (rc < ARCHIVE_WARN) fail("cannot read archive", where + ": " + archive_message(a), "the archive is damaged");
         // Sparse entries: write at the offset libarchive gives.
         const char* p = static_cast<const char*>(buf);
         while (size > 0) {
@@ -223,7 +223,7 @@ void extract_archive(const std::string& file, const std::string& dest, Tree& tre
     archive_read_support_filter_all(a);  // `docker save | gzip` is common
     archive_read_support_format_tar(a);
     if (archive_read_open_filename(a, file.c_str(), 1 << 16) != ARCHIVE_OK)
-        fail("cannot open archive", file + ": " + archive_error_string(a),
+        fail("cannot open archive", file + ": " + archive_message(a),
              "give a tar file made by docker save, hutch save or skopeo");
     UniqueFd root(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("cannot open", dest);
@@ -233,7 +233,7 @@ void extract_archive(const std::string& file, const std::string& dest, Tree& tre
         int rc = archive_read_next_header(a, &e);
         if (rc == ARCHIVE_EOF) break;
         if (rc < ARCHIVE_WARN)
-            fail("cannot read archive", file + ": " + archive_error_string(a), "is it a tar file (docker save / skopeo)?");
+            fail("cannot read archive", file + ": " + archive_message(a), "is it a tar file (docker save / skopeo)?");
         ++entries;
         const char* raw = archive_entry_pathname(e);
         if (!raw) fail("archive entry without a name", file, "the archive is damaged");

@@ -3,6 +3,8 @@
 // way for all of them: manifest (or index) → platform manifest → config → layer blobs.
 #pragma once
 
+#include <archive.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -19,6 +21,12 @@
 #include "hutch/image/transfer.hpp"
 
 namespace hutch::image::detail {
+
+// libarchive's last error, which it may not have (archive_error_string returns NULL then).
+inline std::string archive_message(struct archive* a) {
+    const char* m = archive_error_string(a);
+    return m ? m : "no detail from libarchive";
+}
 
 namespace media {
 inline constexpr const char* kOciIndex = "application/vnd.oci.image.index.v1+json";

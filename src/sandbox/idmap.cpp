@@ -239,12 +239,13 @@ int run_as_sandbox_root(const IdMap& map, const std::function<int()>& fn) {
         if (::read(parent_rd.get(), &c, 1) != 1 || c != 'u')
             fail("cannot create a user namespace", "", "see 'hutch doctor'");
         write(child, map);
+        if (::write(parent_wr.get(), "1", 1) != 1) throw_errno("cannot signal helper process");
     } catch (...) {
         ::kill(child, SIGKILL);
-        ::waitpid(child, &status, 0);
+        while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+        }
         throw;
     }
-    if (::write(parent_wr.get(), "1", 1) != 1) throw_errno("cannot signal helper process");
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
