@@ -460,6 +460,16 @@ void Egress::start_pasta(pid_t init_pid, bool outlive_caller) {
         if (pid == 0) spawn_pasta_child(userns.get(), netns.get(), pasta_log_.get());
         pasta_pid_ = pid;
         pasta_pidfd_.reset(pidfd_open(pid));
+        if (!pasta_pidfd_) {
+            // Without it pasta could be neither ended nor watched: end it now, while we know it.
+            int err = errno;
+            ::kill(pid, SIGKILL);
+            while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+            }
+            pasta_pid_ = -1;
+            errno = err;
+            throw_errno("cannot watch pasta", "pid " + std::to_string(pid));
+        }
         send_pidfd(pasta_watch_host_.get(), pasta_pidfd_.get());
         pasta_watch_host_.reset();
         return;
@@ -478,7 +488,9 @@ void Egress::start_pasta(pid_t init_pid, bool outlive_caller) {
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("cannot start pasta's keeper", "fork");
         return;
     }
-    if (::fork() != 0) ::_exit(0);  // the middle one: its child is the keeper
+    pid_t keeper = ::fork();  // the middle one: its child is the keeper
+    if (keeper < 0) ::_exit(1);  // says "cannot start pasta's keeper" above
+    if (keeper > 0) ::_exit(0);
     run_keeper(init_fd.get(), userns.get(), netns.get(), pasta_watch_host_.get());
 }
 
@@ -562,10 +574,9 @@ void Egress::sandbox_before_pivot(const IdMap& map) {
     uint32_t high = 0;
     for (const auto& r : map.gids) high = std::max(high, r.inside + r.count - 1);
     std::string range = "0 " + std::to_string(high) + "\n";
-    int fd = ::open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || ::write(fd, range.data(), range.size()) < 0)
+    UniqueFd fd(::open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC));
+    if (!fd || ::write(fd.get(), range.data(), range.size()) < 0)
         throw_errno("cannot allow ICMP echo in the sandbox", "/proc/sys/net/ipv4/ping_group_range");
-    ::close(fd);
 }
 
 void Egress::sandbox_start() {
