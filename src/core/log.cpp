@@ -5,21 +5,36 @@
 
 namespace hutch::log {
 
-// One logger to stderr, created on first use; messages read "hutch: warning: ...".
-static spdlog::logger& logger() {
-    static auto instance = [] {
-        auto l = spdlog::stderr_logger_st("hutch");
-        l->set_pattern("hutch: %^%l%$: %v");
-        l->set_level(spdlog::level::warn);
-        return l;
-    }();
-    return *instance;
+// One logger to stderr, created when the first message at an enabled level comes (most runs
+// log nothing, and making the logger costs a start-up tens of microseconds); messages read
+// "hutch: warning: ...".
+struct State {
+    spdlog::level::level_enum level = spdlog::level::warn;
+    std::shared_ptr<spdlog::logger> logger;
+};
+
+static State& state() {
+    static State s;
+    return s;
+}
+
+static void emit(spdlog::level::level_enum level, const std::string& msg) {
+    State& s = state();
+    if (level < s.level) return;
+    if (!s.logger) {
+        s.logger = spdlog::stderr_logger_st("hutch");
+        s.logger->set_pattern("hutch: %^%l%$: %v");
+        s.logger->set_level(s.level);
+    }
+    s.logger->log(level, msg);
 }
 
 void set_level(Level level) {
     static constexpr spdlog::level::level_enum map[] = {spdlog::level::debug, spdlog::level::info,
                                                         spdlog::level::warn, spdlog::level::err};
-    logger().set_level(map[static_cast<int>(level)]);
+    State& s = state();
+    s.level = map[static_cast<int>(level)];
+    if (s.logger) s.logger->set_level(s.level);
 }
 
 void set_level(const std::string& name) {
@@ -29,9 +44,9 @@ void set_level(const std::string& name) {
         if (name == n) set_level(level);
 }
 
-void debug(const std::string& msg) { logger().debug(msg); }
-void info(const std::string& msg) { logger().info(msg); }
-void warn(const std::string& msg) { logger().warn(msg); }
-void error(const std::string& msg) { logger().error(msg); }
+void debug(const std::string& msg) { emit(spdlog::level::debug, msg); }
+void info(const std::string& msg) { emit(spdlog::level::info, msg); }
+void warn(const std::string& msg) { emit(spdlog::level::warn, msg); }
+void error(const std::string& msg) { emit(spdlog::level::err, msg); }
 
 }  // namespace hutch::log

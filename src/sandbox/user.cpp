@@ -2,7 +2,8 @@
 
 #include <cstdlib>
 #include <optional>
-#include <sstream>
+#include <string_view>
+#include <vector>
 
 #include "hutch/core/error.hpp"
 
@@ -10,40 +11,40 @@ namespace hutch::user {
 
 namespace {
 
-// One colon-separated line of /etc/passwd or /etc/group.
-std::vector<std::string> fields(const std::string& line) {
-    std::vector<std::string> out;
-    std::string cur;
-    for (char c : line) {
-        if (c == ':') {
-            out.push_back(cur);
-            cur.clear();
-        } else {
-            cur += c;
-        }
+// Calls fn on each `sep`-separated piece of `text`, the last one included even when empty.
+template <typename Fn>
+void split(std::string_view text, char sep, Fn&& fn) {
+    for (;;) {
+        size_t end = text.find(sep);
+        fn(text.substr(0, end));
+        if (end == std::string_view::npos) return;
+        text.remove_prefix(end + 1);
     }
-    out.push_back(cur);
-    return out;
 }
 
-std::optional<unsigned long> number(const std::string& s) {
+std::optional<unsigned long> number(std::string_view s) {
     if (s.empty() || s.size() > 10) return std::nullopt;
-    for (char c : s)
+    unsigned long v = 0;
+    for (char c : s) {
         if (c < '0' || c > '9') return std::nullopt;
-    unsigned long v = std::strtoul(s.c_str(), nullptr, 10);
+        v = v * 10 + static_cast<unsigned long>(c - '0');
+    }
     if (v >= 0xffffffffUL) return std::nullopt;
     return v;
 }
 
+// The lines of /etc/passwd or /etc/group with at least `min_fields` colon-separated fields and
+// a numeric third one (the id); comments and blank lines are skipped. This runs in every
+// command's start, so it splits in place rather than through a stream.
 template <typename Fn>
 void each_line(const std::string& text, size_t min_fields, Fn&& fn) {
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.empty() || line[0] == '#') continue;
-        auto f = fields(line);
+    std::vector<std::string_view> f;
+    split(text, '\n', [&](std::string_view line) {
+        if (line.empty() || line[0] == '#') return;
+        f.clear();
+        split(line, ':', [&](std::string_view field) { f.push_back(field); });
         if (f.size() >= min_fields && number(f[2])) fn(f);
-    }
+    });
 }
 
 }  // namespace
@@ -51,18 +52,18 @@ void each_line(const std::string& text, size_t min_fields, Fn&& fn) {
 Resolved resolve(const std::string& spec, const std::string& passwd, const std::string& group) {
     std::string u = spec.substr(0, spec.find(':'));
     std::string g = spec.find(':') == std::string::npos ? "" : spec.substr(spec.find(':') + 1);
-    if (u.empty()) u = "0";
+    if (u.empty()) u.push_back('0');  // the default user is root
     Resolved r;
     bool found = false;
     std::optional<unsigned long> uid_num = number(u);
-    each_line(passwd, 7, [&](const std::vector<std::string>& f) {
+    each_line(passwd, 7, [&](const std::vector<std::string_view>& f) {
         if (found) return;
         if (uid_num ? number(f[2]) == uid_num : f[0] == u) {
             found = true;
-            r.name = f[0];
+            r.name = std::string(f[0]);
             r.uid = static_cast<uid_t>(*number(f[2]));
             r.gid = static_cast<gid_t>(number(f[3]).value_or(0));
-            r.home = f[5].empty() ? "/" : f[5];
+            r.home = f[5].empty() ? "/" : std::string(f[5]);
         }
     });
     if (!found) {
@@ -73,7 +74,7 @@ Resolved resolve(const std::string& spec, const std::string& passwd, const std::
     if (!g.empty()) {
         std::optional<unsigned long> gid_num = number(g);
         bool gfound = false;
-        each_line(group, 3, [&](const std::vector<std::string>& f) {
+        each_line(group, 3, [&](const std::vector<std::string_view>& f) {
             if (!gfound && !gid_num && f[0] == g) {
                 gfound = true;
                 r.gid = static_cast<gid_t>(*number(f[2]));
@@ -83,11 +84,10 @@ Resolved resolve(const std::string& spec, const std::string& passwd, const std::
         else if (!gfound) fail("unknown group", g, "no such name in the sandbox's /etc/group; use a numeric GID");
     } else if (!r.name.empty()) {
         // Supplementary groups only when the group was not given explicitly, as docker does.
-        each_line(group, 4, [&](const std::vector<std::string>& f) {
-            std::istringstream members(f[3]);
-            std::string m;
-            while (std::getline(members, m, ','))
+        each_line(group, 4, [&](const std::vector<std::string_view>& f) {
+            split(f[3], ',', [&](std::string_view m) {
                 if (m == r.name) r.groups.push_back(static_cast<gid_t>(*number(f[2])));
+            });
         });
     }
     return r;
