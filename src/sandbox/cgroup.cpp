@@ -192,8 +192,14 @@ std::pair<std::string, uint64_t> device_rate(const std::string& spec, const std:
             parse_size(spec.substr(colon + 1), flag)};
 }
 
-void write_limits(const std::string& dir, const Resources& r) {
-    if (r.memory > 0) write_file(dir + "/memory.max", std::to_string(r.memory));
+// Writes the limits that are set into the control files of `dir`; false when it wrote none.
+bool write_limits(const std::string& dir, const Resources& r) {
+    bool wrote = false;
+    auto put = [&](const char* name, const std::string& value) {
+        write_file(dir + "/" + name, value);
+        wrote = true;
+    };
+    if (r.memory > 0) put("memory.max", std::to_string(r.memory));
     if (r.memory > 0 || r.memory_swap != 0) {
         // Docker's --memory-swap is memory plus swap; without it hutch allows no swap, so that a
         // memory limit means what it says on hosts with swap too.
@@ -201,32 +207,33 @@ void write_limits(const std::string& dir, const Resources& r) {
         if (r.memory_swap < 0) swap = "max";
         else if (r.memory_swap > 0) swap = std::to_string(std::max<int64_t>(0, r.memory_swap - r.memory));
         try {
-            write_file(dir + "/memory.swap.max", swap);
+            put("memory.swap.max", swap);
         } catch (const Error& e) {
             if (e.error_number() != ENOENT) throw;  // a kernel without swap accounting
         }
     }
-    if (r.pids > 0) write_file(dir + "/pids.max", std::to_string(r.pids));
+    if (r.pids > 0) put("pids.max", std::to_string(r.pids));
     if (r.cpus > 0) {
         const int64_t period = 100000;
         auto quota = static_cast<int64_t>(std::llround(r.cpus * period));
-        write_file(dir + "/cpu.max", std::to_string(std::max<int64_t>(quota, 1000)) + " " + std::to_string(period));
+        put("cpu.max", std::to_string(std::max<int64_t>(quota, 1000)) + " " + std::to_string(period));
     }
-    if (r.cpu_weight > 0) write_file(dir + "/cpu.weight", std::to_string(r.cpu_weight));
+    if (r.cpu_weight > 0) put("cpu.weight", std::to_string(r.cpu_weight));
     if (r.io_weight > 0) {
         if (!fs::exists(dir + "/io.weight"))
             fail("io.weight is not available", dir,
                  "this kernel has no proportional I/O control (it needs BFQ or CONFIG_BLK_CGROUP_IOCOST); drop --io-weight");
-        write_file(dir + "/io.weight", "default " + std::to_string(r.io_weight));
+        put("io.weight", "default " + std::to_string(r.io_weight));
     }
     for (const auto& d : r.device_read_bps) {
         auto [dev, rate] = device_rate(d, "--device-read-bps");
-        write_file(dir + "/io.max", dev + " rbps=" + std::to_string(rate));
+        put("io.max", dev + " rbps=" + std::to_string(rate));
     }
     for (const auto& d : r.device_write_bps) {
         auto [dev, rate] = device_rate(d, "--device-write-bps");
-        write_file(dir + "/io.max", dev + " wbps=" + std::to_string(rate));
+        put("io.max", dev + " wbps=" + std::to_string(rate));
     }
+    return wrote;
 }
 
 std::string mib(uint64_t bytes) {
@@ -328,7 +335,9 @@ Hierarchy locate(const std::vector<std::string>& controllers) {
 }
 
 std::optional<Hierarchy> prepared_root_parent() {
-    if (::geteuid() != 0 || std::getenv("HUTCH_CGROUP_PARENT") || !is_cgroup2("/sys/fs/cgroup")) return std::nullopt;
+    // Whether this is cgroup2 at all shows in Cgroup::create, without a statfs here: a mkdir into a
+    // parent that is missing writes nothing, and only a cgroup has control files to write.
+    if (::geteuid() != 0 || std::getenv("HUTCH_CGROUP_PARENT")) return std::nullopt;
     return Hierarchy{"/sys/fs/cgroup", "/sys/fs/cgroup/hutch"};
 }
 
@@ -345,9 +354,14 @@ Cgroup Cgroup::create(const Hierarchy& where, const std::string& name, const Res
         if (::mkdir(cg.path_.c_str(), 0755) != 0) throw_errno("cannot create cgroup", cg.path_);
     }
     try {
-        write_limits(cg.path_, limits);
+        // write_file never creates a file, so a limit written proves this is a cgroup; without
+        // one, the kernel is asked.
+        bool wrote = write_limits(cg.path_, limits);
         cg.fd_.reset(::open(cg.path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!cg.fd_) throw_errno("cannot open cgroup", cg.path_);
+        struct statfs st;
+        if (!wrote && (::fstatfs(cg.fd_.get(), &st) != 0 || st.f_type != CGROUP2_SUPER_MAGIC))
+            fail("not a cgroup v2 directory", cg.path_, "see 'hutch doctor'");
     } catch (...) {
         ::rmdir(cg.path_.c_str());
         throw;
@@ -405,8 +419,13 @@ void Cgroup::kill() const {
 
 void Cgroup::evict(pid_t pid) const {
     std::string leaf = path_.substr(0, path_.rfind('/')) + "/hutch-exiting";
-    if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) return;
-    UniqueFd procs(::open((leaf + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+    const std::string procs_path = leaf + "/cgroup.procs";
+    // Made by the first sandbox that ended, and kept: one syscall fewer on every later end.
+    UniqueFd procs(::open(procs_path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!procs && errno == ENOENT) {
+        if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) return;
+        procs.reset(::open(procs_path.c_str(), O_WRONLY | O_CLOEXEC));
+    }
     std::string text = std::to_string(pid);
     // ESRCH: it is gone already, which is what was wanted.
     if (procs) (void)!::write(procs.get(), text.data(), text.size());
