@@ -40,6 +40,7 @@
 #include "hutch/core/error.hpp"
 #include "hutch/core/fdpass.hpp"
 #include "hutch/core/fs.hpp"
+#include "hutch/net/sockets.hpp"
 
 namespace hutch::net {
 
@@ -104,38 +105,6 @@ std::vector<std::string> host_resolvers() {
     }
     if (out.empty()) out.push_back("127.0.0.1");
     return out;
-}
-
-// A UDP socket in the host's network namespace, connected to resolver:53: the kernel then
-// accepts datagrams only from there, and send() can reach nothing else.
-UniqueFd connect_resolver(const std::string& text) {
-    std::string addr = text, scope;
-    if (size_t pct = text.find('%'); pct != std::string::npos) {
-        addr = text.substr(0, pct);
-        scope = text.substr(pct + 1);
-    }
-    auto ip = parse_ip(addr);
-    if (!ip) return {};
-    UniqueFd fd(::socket(ip->family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd) throw_errno("cannot open a socket to the host's resolver", text);
-    sockaddr_storage ss{};
-    socklen_t len;
-    if (ip->family == AF_INET) {
-        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-        a->sin_family = AF_INET;
-        a->sin_port = htons(53);
-        std::memcpy(&a->sin_addr, ip->bytes, 4);
-        len = sizeof *a;
-    } else {
-        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(53);
-        std::memcpy(&a->sin6_addr, ip->bytes, 16);
-        if (!scope.empty()) a->sin6_scope_id = ::if_nametoindex(scope.c_str());
-        len = sizeof *a;
-    }
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return {};  // unreachable: skip it
-    return fd;
 }
 
 std::vector<Ip> host_addresses() {

@@ -13,6 +13,7 @@
 
 #include "hutch/core/error.hpp"
 #include "hutch/net/nflog.hpp"
+#include "hutch/net/sockets.hpp"
 #include "hutch/core/trace.hpp"
 
 namespace hutch::net {
@@ -41,33 +42,6 @@ std::string wall_time() {
     return buf;
 }
 
-UniqueFd listen_udp(int family) {
-    UniqueFd fd(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd) throw_errno("cannot open the DNS forwarder's socket");
-    sockaddr_storage ss{};
-    socklen_t len;
-    if (family == AF_INET) {
-        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-        a->sin_family = AF_INET;
-        a->sin_port = htons(53);
-        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        len = sizeof *a;
-    } else {
-        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(53);
-        a->sin6_addr = in6addr_loopback;
-        int one = 1;
-        ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        len = sizeof *a;
-    }
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-        if (family == AF_INET6 && (errno == EADDRNOTAVAIL || errno == EAFNOSUPPORT)) return {};  // no IPv6
-        throw_errno("cannot listen for DNS", family == AF_INET ? "127.0.0.1:53" : "[::1]:53");
-    }
-    return fd;
-}
-
 }  // namespace
 
 Forwarder::Forwarder(const policy::Egress& rules, std::vector<Ip> host_addresses, std::vector<int> upstream,
@@ -88,7 +62,7 @@ Forwarder::Forwarder(const policy::Egress& rules, std::vector<Ip> host_addresses
 
 void Forwarder::open() {
     for (int family : {AF_INET, AF_INET6})
-        if (UniqueFd fd = listen_udp(family)) listeners_.push_back(fd.release());
+        if (UniqueFd fd = listen_dns(family)) listeners_.push_back(fd.release());
     nflog_ = open_nflog(kLogGroup).release();
     write_report();
 }

@@ -1,7 +1,12 @@
 // The pure parts of --network egress: DNS parsing (hostile input from both sides), name matching,
 // rebinding checks, the ruleset, and NFLOG packet parsing.
 #include <doctest/doctest.h>
+#include <seccomp.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstring>
 #include <random>
@@ -9,6 +14,7 @@
 #include "hutch/net/dns.hpp"
 #include "hutch/net/nflog.hpp"
 #include "hutch/net/rules.hpp"
+#include "hutch/net/sockets.hpp"
 
 using namespace hutch;
 using namespace hutch::net;
@@ -183,4 +189,33 @@ TEST_CASE("an NFLOG'd packet's destination, protocol and port are read") {
     CHECK(p->proto == "tcp");
     CHECK(p->port == 80);
     CHECK_FALSE(parse_ip_packet(v4, 10));
+}
+
+// A kernel without IPv6 (ipv6.disable=1) refuses AF_INET6 sockets with EAFNOSUPPORT. A seccomp
+// filter in a child gives the same answer here, and the DNS forwarder must lose only its IPv6
+// sockets: an IPv6 nameserver is skipped, not fatal, and IPv4 still works.
+TEST_CASE("DNS sockets: without IPv6 only the IPv6 sockets are missing") {
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+        if (!ctx || seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
+                                     SCMP_A0(SCMP_CMP_EQ, AF_INET6)) != 0 ||
+            seccomp_load(ctx) != 0)
+            ::_exit(10);
+        if (::socket(AF_INET6, SOCK_DGRAM, 0) >= 0 || errno != EAFNOSUPPORT) ::_exit(11);
+        try {
+            if (connect_resolver("::1")) ::_exit(12);
+            if (connect_resolver("fe80::1%lo")) ::_exit(13);
+            if (!connect_resolver("127.0.0.1")) ::_exit(14);
+            if (listen_dns(AF_INET6)) ::_exit(15);
+        } catch (...) {
+            ::_exit(16);
+        }
+        ::_exit(0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
 }
