@@ -460,27 +460,27 @@ void Egress::start_pasta(pid_t init_pid, bool outlive_caller) {
     pid_t keeper = ::fork();  // the middle one: its child is the keeper
     if (keeper < 0) ::_exit(1);  // says "cannot start pasta's keeper" above
     if (keeper > 0) ::_exit(0);
-    run_keeper(init_fd.get(), userns.get(), netns.get(), pasta_watch_host_.get());
+    run_keeper(init_fd.get(), userns.get(), netns.get(), pasta_watch_host_.get(), pasta_log_.get());
 }
 
-void Egress::run_keeper(int init_fd, int userns, int netns, int watch) const {
+void Egress::run_keeper(int init_fd, int userns, int netns, int watch, int log) const {
     ::setsid();
     ::prctl(PR_SET_NAME, "hutch-pasta", 0, 0, 0);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     // Nothing of the caller's: not its stdio (whoever ran `hutch create` waits for EOF), not the
-    // sandbox's lock.
-    int keep[4] = {init_fd, userns, netns, watch};
+    // sandbox's lock. pasta's messages go to the log the front end reads if the network fails.
+    int keep[5] = {init_fd, userns, netns, watch, log};
     for (int& fd : keep) fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 100);
-    for (int i = 0; i < 4; ++i) ::dup3(keep[i], 3 + i, O_CLOEXEC);
-    ::syscall(SYS_close_range, 7U, ~0U, 0U);
+    for (int i = 0; i < 5; ++i) ::dup3(keep[i], 3 + i, O_CLOEXEC);
+    ::syscall(SYS_close_range, 8U, ~0U, 0U);
     int null = ::open("/dev/null", O_RDWR);
     for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
     if (null > 2) ::close(null);
     pid_t pasta = ::fork();
     if (pasta < 0) ::_exit(1);
-    if (pasta == 0) spawn_pasta_child(4, 5, 2);
+    if (pasta == 0) spawn_pasta_child(4, 5, 7);
     int pasta_fd = pidfd_open(pasta);
     send_pidfd(6, pasta_fd);
     ::close(6);

@@ -727,6 +727,13 @@ struct EgressSide {
         spec.binds.push_back(egress->resolv_conf());
     }
     const SandboxSpec& of(const SandboxSpec& s) const { return egress ? spec : s; }
+    // When the network did not come up, what pasta said is the reason.
+    Error explain(const Error& e) const {
+        if (!egress || std::string(e.what()).find("network did not come up") == std::string::npos) return e;
+        std::string said = egress->pasta_messages();
+        if (said.empty()) return e;
+        return Error(e.what_failed(), e.where(), e.error_number(), "pasta said: " + said, e.exit_code());
+    }
     // pasta once the id maps are written; the sandbox is killed when it cannot start.
     void start(const Started& st, bool outlive_caller) const {
         if (!egress) return;
@@ -814,12 +821,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         if (side->egress) result.egress = side->egress->finish();
         rethrow_reported(st.report.get());
     } catch (const Error& e) {
-        error = e;
-        // The network did not come up: what pasta said is the reason.
-        if (side && side->egress && !side->egress->pasta_messages().empty() &&
-            std::string(e.what()).find("network did not come up") != std::string::npos)
-            error = Error(e.what_failed(), e.where(), e.error_number(), "pasta said: " + side->egress->pasta_messages(),
-                          e.exit_code());
+        error = side ? side->explain(e) : e;
     }
     side.reset();  // pasta is gone before the scratch directory is
     if (cg) {
@@ -854,7 +856,15 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
         if (kept) birth.parent_userns = kept->get();
         Started st = give_birth(birth, nullptr);
         side.start(st, true);
-        wait_ready(st);
+        try {
+            wait_ready(st);
+        } catch (const Error& e) {
+            // The init is on its way out after its report; gone before the sandbox is removed
+            // (it shares the lock on the sandbox's directory until it has exited).
+            pidfd_send_signal(st.pidfd.get(), SIGKILL, nullptr, 0);
+            ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(st.pidfd.get()), nullptr, WEXITED);
+            throw side.explain(e);
+        }
         state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid), cg ? cg->path() : ""});
     } catch (...) {
         if (cg) {
@@ -883,7 +893,13 @@ void create_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::E
     try {
         start_sandbox(spec, paths);
     } catch (...) {
-        remove_sandbox(paths, spec.name, true);
+        // Why it failed is the error to show, not a failure to clean up after it.
+        try {
+            remove_sandbox(paths, spec.name, true);
+        } catch (const Error& e) {
+            log::warn(std::string("cannot remove the sandbox that failed to start: ") + e.what() + "; 'hutch rm -f " +
+                      spec.name + "' removes it");
+        }
         throw;
     }
 }

@@ -309,3 +309,27 @@ def test_user_policy_cannot_widen_the_admin_ceiling(lab, h1):
     cp = run_egress(lab, h1, "run", "--policy", user, "--", "true", env={"HUTCH_ADMIN_POLICY": str(admin)})
     assert cp.returncode == 125, describe(cp)
     assert "b.test" in cp.stderr and f"{user}:" in cp.stderr, "the refusal names the rule and where" + describe(cp)
+
+
+FAKE_PASTA = "#!/bin/sh\necho 'fake pasta: cannot open /dev/net/tun: No such device' >&2\nexit 1\n"
+
+
+def test_pasta_failure_is_explained_by_pasta(lab, h1):
+    """When pasta fails, its own message is the error, for run and for create (whose pasta a
+    keeper owns)."""
+    fake = h1.work / "fake-pasta"
+    fake.write_text(FAKE_PASTA)
+    fake.chmod(0o755)
+    policy = write_policy(h1, "egress.toml", MAIN_POLICY)
+    env = {"HUTCH_PASTA": str(fake)}
+    cp = run_egress(lab, h1, "run", "--policy", policy, "--", "true", env=env)
+    assert cp.returncode == 125, describe(cp)
+    assert "network did not come up" in cp.stderr and "pasta said: fake pasta: cannot open /dev/net/tun" in cp.stderr, \
+        describe(cp)
+    cp = run_egress(lab, h1, "create", "--name", "nopasta", "--policy", policy, env=env)
+    try:
+        assert cp.returncode == 125, describe(cp)
+        assert "pasta said: fake pasta: cannot open /dev/net/tun" in cp.stderr, describe(cp)
+        assert run_egress(lab, h1, "inspect", "nopasta").returncode != 0, "a failed create leaves no sandbox"
+    finally:
+        run_egress(lab, h1, "rm", "-f", "nopasta")

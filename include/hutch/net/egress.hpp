@@ -92,7 +92,7 @@ public:
 
 private:
     [[noreturn]] void spawn_pasta_child(int userns, int netns, int log) const;
-    [[noreturn]] void run_keeper(int init_fd, int userns, int netns, int watch) const;
+    [[noreturn]] void run_keeper(int init_fd, int userns, int netns, int watch, int log) const;
     void wait_for_routes();
     void stop_pasta();
 
