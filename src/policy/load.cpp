@@ -2,6 +2,7 @@
 // file:line:column. toml++ is compiled (header-only) into this file alone: its headers are heavy.
 // The decisions (ceilings, apply, rule algebra) live in apply.cpp.
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -12,13 +13,13 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <initializer_list>
 #include <sstream>
 #include <toml++/toml.h>
 
 #include "hutch/core/duration.hpp"
 #include "hutch/core/error.hpp"
+#include "hutch/core/fd.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/core/log.hpp"
 #include "hutch/core/paths.hpp"
@@ -351,11 +352,17 @@ public:
     void load_file(const std::string& file, const toml::node* site);
 
 private:
-    std::vector<std::string> stack_;         // real paths of the files being loaded, outermost first
+    using FileId = std::pair<dev_t, ino_t>;
+    struct Read {
+        std::string text;
+        FileId id;
+    };
+    Read read(const std::string& file, const toml::node* site);
+    toml::table parse(const std::string& text, const std::string& file);
+    std::vector<FileId> stack_;              // the files being loaded, outermost first
     std::vector<std::string> stack_shown_;   // the same, as shown
-    std::vector<std::string> merged_;        // real paths already merged (an include diamond is fine)
+    std::vector<FileId> merged_;             // files already merged (an include diamond is fine)
 
-    toml::table parse(const std::string& file, const toml::node* site);
     void includes(const toml::node& n, const std::string& dir);
     void network(const toml::table& t);
     void limits(const toml::table& t, const std::string& section, Limits& out);
@@ -366,40 +373,49 @@ private:
     void set_origin(const std::string& key, const toml::node& n) { policy.origins[key] = at(n.source()); }
 };
 
-toml::table Loader::parse(const std::string& file, const toml::node* site) {
-    struct stat st;
+// The policy file's text and identity, with one open: a file named twice (through links or
+// relative paths) is recognised by its inode, which realpath's walk would cost several calls.
+Loader::Read Loader::read(const std::string& file, const toml::node* site) {
+    Read r;
     int err = 0;
-    if (::stat(file.c_str(), &st) != 0) err = errno;
+    UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0) err = errno;
     else if (S_ISDIR(st.st_mode)) err = EISDIR;  // a directory would read as an empty, valid policy
-    std::ifstream in;
     if (err == 0) {
-        in.open(file);
-        if (!in.is_open()) err = errno ? errno : EIO;
+        r.id = {st.st_dev, st.st_ino};
+        char buf[8192];
+        ssize_t n;
+        while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+            if (n > 0) r.text.append(buf, static_cast<size_t>(n));
+        if (n < 0) err = errno;
     }
     if (err != 0) {
         if (site) bad(site->source(), "cannot read the included policy " + file + ": " + std::strerror(err),
                       "include paths are relative to the including file; " + shipped_hint());
         throw Error("cannot read policy", file, err, shipped_hint());
     }
-    std::stringstream text;
-    text << in.rdbuf();
+    return r;
+}
+
+toml::table Loader::parse(const std::string& text, const std::string& file) {
     try {
-        return toml::parse(text.str(), std::string(file));
+        return toml::parse(text, std::string(file));
     } catch (const toml::parse_error& e) {
         bad(e.source(), "invalid TOML: " + std::string(e.description()), "fix the syntax; TOML is described at https://toml.io");
     }
 }
 
 void Loader::load_file(const std::string& file, const toml::node* site) {
-    char real[PATH_MAX];
-    std::string key = ::realpath(file.c_str(), real) ? std::string(real) : absolute(file);
+    Read r = read(file, site);
+    const FileId key = r.id;
     if (auto it = std::find(stack_.begin(), stack_.end(), key); it != stack_.end()) {
         std::string cycle;
         for (auto s = stack_shown_.begin() + (it - stack_.begin()); s != stack_shown_.end(); ++s) cycle += *s + " -> ";
         bad(site->source(), "include cycle: " + cycle + file, "remove one of these includes");
     }
     if (std::find(merged_.begin(), merged_.end(), key) != merged_.end()) return;
-    toml::table t = parse(file, site);
+    toml::table t = parse(r.text, file);
     stack_.push_back(key);
     stack_shown_.push_back(file);
     only_keys(t, "", {"include", "network", "limits", "ceilings", "capabilities", "seccomp", "mounts", "env"});
