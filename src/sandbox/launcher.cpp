@@ -293,6 +293,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         pty::Pair tty;
         if (spec.process.tty) {
             tty = pty::open_pair();
+            mounts::bind_console(tty.slave.get());
             if (b.have_winsize) ::ioctl(tty.master.get(), TIOCSWINSZ, &b.winsize);
             if (!send_fd(b.tty.child.get(), tty.master.get())) throw_errno("cannot pass the terminal to hutch");
             tty.master.reset();

@@ -85,12 +85,16 @@ void mount_tmpfs(const std::string& target, unsigned long flags, const std::stri
 // Docker's /dev/shm has the same flags, and one superblock less is one less on every start.
 void setup_dev(Detached& detached, bool tty_gid_mapped, bool with_tty) {
     mount_tmpfs("/dev", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_STRICTATIME, "mode=755,size=65536k");
+    // The tmpfs is new and empty: each device's mount point is one mknod of a regular file.
+    auto mount_point = [](const std::string& path) {
+        if (::mknod(path.c_str(), S_IFREG | 0644, 0) != 0) throw_errno("cannot create mount point", path);
+    };
     for (auto& [name, fd] : detached.devices) {
         std::string path = "/dev/" + name;
-        ensure_mountpoint(path, false);
+        mount_point(path);
         attach(fd.get(), path);
     }
-    if (with_tty) ensure_mountpoint("/dev/console", false);
+    if (with_tty) mount_point("/dev/console");
     static constexpr std::pair<const char*, const char*> links[] = {
         {"/proc/self/fd", "/dev/fd"},     {"/proc/self/fd/0", "/dev/stdin"}, {"/proc/self/fd/1", "/dev/stdout"},
         {"/proc/self/fd/2", "/dev/stderr"}, {"pts/ptmx", "/dev/ptmx"}};
@@ -288,6 +292,12 @@ void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped) 
         if (!t.options.empty()) opts += "," + t.options;
         mount_tmpfs(t.destination, MS_NOSUID | MS_NODEV, opts);
     }
+}
+
+void bind_console(int slave_fd) {
+    UniqueFd tree(::open_tree(slave_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+    if (!tree) throw_errno("cannot bind the terminal", "/dev/console");
+    attach(tree.get(), "/dev/console");
 }
 
 void finish(const SandboxSpec& spec) {

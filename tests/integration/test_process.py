@@ -185,11 +185,15 @@ def test_sigkill_of_hutch_leaves_nothing(h):
 # Terminals.
 
 def test_tty(h):
-    script = "tty; if test -t 0; then echo STDIN-IS-TTY; fi; if test -t 1; then echo STDOUT-IS-TTY; fi; stty size"
+    script = ("tty; if test -t 0; then echo STDIN-IS-TTY; fi; if test -t 1; then echo STDOUT-IS-TTY; fi; stty size; "
+              "echo CONSOLE $(stat -c %t:%T /dev/console) TTY $(stat -c %t:%T $(tty))")
     status, out = run_in_pty(h.argv("run", "-t", "--", "sh", "-c", script), h.environ(), rows=30, cols=100)
     lines = [line.strip() for line in out.splitlines()]
     assert status == 0, out
     assert any(re.fullmatch(r"/dev/pts/\d+", line) for line in lines), out
+    # As docker does with -t, /dev/console is the terminal (the same device).
+    console = next((line.split() for line in lines if line.startswith("CONSOLE ")), None)
+    assert console and console[1] == console[3] and console[1].startswith("88:"), out
     assert "STDIN-IS-TTY" in lines and "STDOUT-IS-TTY" in lines, out
     assert "30 100" in lines, f"expected the 30x100 window size inside: {out!r}"
 

@@ -52,6 +52,8 @@ void enter_overlay_root(const HostSide& host);
 bool read_only_bind_will_do(const SandboxSpec& spec);
 // Step 4. `tty_gid_mapped`: gid 5 exists in the namespace, so devpts can give ptys group tty.
 void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped);
+// With -t, as docker does: the terminal's slave (an open fd) is bound over /dev/console.
+void bind_console(int slave_fd);
 // Last: make / read-only when asked (after everything that needs to create mount points).
 void finish(const SandboxSpec& spec);
 
