@@ -4,7 +4,9 @@
 DIR holds one file per run, named LABEL-N.trace (the stderr of `HUTCH_TRACE=1 hutch ...`). For each
 label it prints the median time from the first trace line to the last one (hutch's own work,
 without process start-up and exit), and the median of each span between two named trace points
-that appear in every run of that label."""
+that appear in every run of that label. With two labels whose runs alternated (A-1, B-1, A-2, B-2,
+...), it also prints the median and quartiles of the paired differences B-N minus A-N, which the
+drift of a VM's speed over minutes affects far less than a difference of two medians."""
 import statistics
 import sys
 from pathlib import Path
@@ -30,9 +32,12 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     d = Path(sys.argv[1])
+    own: dict[str, dict[int, float]] = {}
     for label in sys.argv[2:]:
-        runs = [load(p) for p in sorted(d.glob(f"{label}-*.trace"))]
-        runs = [r for r in runs if r]
+        numbered = {int(p.stem.rsplit("-", 1)[1]): load(p) for p in d.glob(f"{label}-*.trace")}
+        numbered = {n: r for n, r in numbered.items() if r}
+        own[label] = {n: (r[-1][0] - r[0][0]) * 1000 for n, r in numbered.items()}
+        runs = [numbered[n] for n in sorted(numbered)]
         if not runs:
             print(f"{label}: no traces")
             continue
@@ -48,6 +53,13 @@ def main() -> int:
                     spans.append((tb - ta) * 1000)
             if len(spans) == len(runs):
                 print(f"  {name}: median {statistics.median(spans):.2f} ms, min {min(spans):.2f} ms")
+    if len(own) == 2:
+        a, b = own
+        diffs = sorted(own[b][n] - own[a][n] for n in own[a].keys() & own[b].keys())
+        if len(diffs) >= 4:
+            q = statistics.quantiles(diffs, n=4)
+            print(f"paired, {b} minus {a}: median {statistics.median(diffs):+.2f} ms "
+                  f"(quartiles {q[0]:+.2f} .. {q[2]:+.2f}) over {len(diffs)} pairs")
     return 0
 
 
