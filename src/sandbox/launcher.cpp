@@ -103,6 +103,16 @@ Security resolve_security(const SandboxSpec& spec, const Paths& paths) {
     return s;
 }
 
+// A persistent sandbox's capabilities, and the seccomp program it was created with.
+Security saved_security(const SandboxSpec& spec, const Paths& paths) {
+    std::optional<state::SavedFilter> saved = state::load_filter(paths, spec.name);
+    if (!saved) return resolve_security(spec, paths);  // created by an older hutch
+    Security s;
+    s.caps = caps::resolve(spec.process.cap_add, spec.process.cap_drop);
+    if (!saved->unconfined) s.seccomp = seccomp::Program{std::move(saved->program)};
+    return s;
+}
+
 // The release of the init carries the seccomp program, which the front end may load while the
 // init makes its namespaces: "1", a 32-bit length (0: unconfined), the program.
 std::string release_message(const Security& s) {
@@ -841,7 +851,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
 void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
     check_layers(spec);
     check_bind_sources(spec);
-    Security security = resolve_security(spec, paths);
+    Security security = saved_security(spec, paths);
     state::Scratch scratch = state::open_scratch(paths, spec.name);
     if (state::load_live(paths, spec.name)) fail("sandbox is already running", spec.name, "see 'hutch ps'");
     std::optional<cgroup::Cgroup> cg = make_cgroup(spec);
@@ -879,12 +889,13 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
 void create_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::Egress* egress_rules) {
     check_bind_sources(spec);
     check_layers(spec);
-    resolve_security(spec, paths);  // refuse a bad profile before anything is created
+    Security security = resolve_security(spec, paths);  // a bad profile is refused before anything exists
     auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
     {
         state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
         try {
             state::save_config(paths, spec);
+            state::save_filter(paths, spec.name, {!security.seccomp, security.seccomp ? security.seccomp->bytes : ""});
             if (egress_rules && egress_rules->mode == "egress") net::save_rules(paths, spec.name, *egress_rules);
         } catch (...) {
             state::remove_scratch(scratch.dir, spec.idmap);
@@ -922,7 +933,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     if (proc.user.empty()) proc.user = spec.process.user;
     if (proc.cwd.empty()) proc.cwd = spec.process.cwd;
     if (proc.rlimits.empty()) proc.rlimits = spec.process.rlimits;
-    Security security = resolve_security(spec, paths);
+    Security security = saved_security(spec, paths);
     // Opened while host paths are still reachable; the command is born in it, under the limits.
     std::optional<cgroup::Cgroup> cg;
     if (!live->cgroup.empty() && !(cg = cgroup::Cgroup::open(live->cgroup)))

@@ -1,5 +1,6 @@
 """Persistent sandboxes: create, exec, ps, inspect, stop, start, rm."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +69,31 @@ def test_exec_cannot_escape_the_sandbox_restrictions(h):
     cp = ok(h("exec", "locked", "sh", "-c", "ls /proc | grep -cE '^[0-9]+$'"))
     assert int(cp.stdout) < 10, cp.stdout
     assert st["Seccomp"] == "2", f"Seccomp: {st['Seccomp']} in exec"
+
+
+def test_exec_and_restart_keep_the_seccomp_filter_of_create(h):
+    """The seccomp program is fixed when the sandbox is created: editing the profile file later
+    changes neither exec nor a restart (docker keeps a container's profile the same way)."""
+    base = json.loads((Path(h.world.policies) / "seccomp" / "default.json").read_text())
+    profile = h.work / "profile.json"
+    profile.write_text(json.dumps(base))
+    profile.chmod(0o644)
+    create(h, "fixed", "--security-opt", f"seccomp={profile}")
+    try:
+        # The same file now denies mkdir (the default action, EPERM, for what no rule names).
+        for rule in base["syscalls"]:
+            rule["names"] = [n for n in rule.get("names", []) if n not in ("mkdir", "mkdirat")]
+        profile.write_text(json.dumps(base))
+        cp = h("run", "--security-opt", f"seccomp={profile}", "--", "mkdir", "/tmp/d")
+        assert cp.returncode != 0 and "Operation not permitted" in cp.stderr, describe(cp)
+        ok(h("exec", "fixed", "mkdir", "/tmp/d1"))
+        ok(h("stop", "-t", "1", "fixed"))
+        ok(h("start", "fixed"))
+        ok(h("exec", "fixed", "mkdir", "/tmp/d2"))
+        st = parse_status(ok(h("exec", "fixed", "cat", "/proc/self/status")).stdout)
+        assert st["Seccomp"] == "2", st
+    finally:
+        h("rm", "-f", "fixed")
 
 
 def test_exec_after_cap_drop_all(h):

@@ -11,6 +11,7 @@
 #include "hutch/core/lock.hpp"
 #include "hutch/sandbox/state.hpp"
 #include "hutch/sandbox/user.hpp"
+#include "helpers.hpp"
 
 using namespace hutch;
 
@@ -92,6 +93,32 @@ TEST_CASE("the spec survives its JSON form, and corrupt JSON is an error") {
     CHECK(back.process.rlimits.at(0).hard == 200);
     CHECK_THROWS_WITH_AS(state::spec_from_json("{not json", "/x/config.json"),
                          doctest::Contains("/x/config.json"), Error);
+}
+
+TEST_CASE("a persistent sandbox's saved seccomp program comes back as saved, and damage is an error") {
+    char tmpl[] = "/tmp/hutch-unit-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    Paths paths = Paths::resolve(tmpl);
+    REQUIRE(fs::make_dirs(paths.sandboxes_storage() + "/box"));
+    CHECK_FALSE(state::load_filter(paths, "box"));  // none saved: an older hutch's sandbox
+    std::string program("\x06\0\0\0\0\0\xff\x7f", 8);  // one instruction: allow
+    state::save_filter(paths, "box", {false, program});
+    auto back = state::load_filter(paths, "box");
+    REQUIRE(back);
+    CHECK_FALSE(back->unconfined);
+    CHECK(back->program == program);
+    state::save_filter(paths, "box", {true, ""});
+    REQUIRE(state::load_filter(paths, "box"));
+    CHECK(state::load_filter(paths, "box")->unconfined);
+    // One byte changed after the digest line: refused, never installed as something else.
+    state::save_filter(paths, "box", {false, program});
+    std::string file = paths.sandboxes_storage() + "/box/seccomp";
+    std::string data = fs::read_file(file);
+    data.back() ^= 1;
+    fs::write_file_atomic(file, data);
+    CHECK(test::error_of([&] { state::load_filter(paths, "box"); }).find("seccomp program is damaged") !=
+          std::string::npos);
+    fs::remove_tree(tmpl);
 }
 
 TEST_CASE("remove_tree removes what a sandbox could leave, without following symlinks") {

@@ -1,6 +1,7 @@
 // Sandboxes on disk. Each has a directory under <storage>/sandboxes/<name>/ with:
 //   upper/ work/ the overlay's writable layer and work dir;
-//   config.json  persistent sandboxes only: the spec, so exec/start/inspect can reuse it.
+//   config.json  persistent sandboxes only: the spec, so exec/start/inspect can reuse it;
+//   seccomp      persistent sandboxes only: the seccomp program it was created with.
 // The directory itself is flock'ed by the front end of a run for its whole life, and by commands
 // that start or remove a persistent sandbox while they do; a free lock on a directory without
 // config.json means a crashed run left it.
@@ -62,6 +63,17 @@ void save_config(const Paths& paths, const SandboxSpec& spec);
 SandboxSpec load_config(const Paths& paths, const std::string& name);
 bool exists(const Paths& paths, const std::string& name);
 std::vector<std::string> list(const Paths& paths);
+
+// The seccomp program of a persistent sandbox, fixed when it is created: its restarts and every
+// exec get this one, whatever has become of the profile file since (docker keeps a container's
+// profile in its config the same way), and no exec compiles or hashes a profile.
+struct SavedFilter {
+    bool unconfined = false;
+    std::string program;  // the BPF instructions, when confined
+};
+void save_filter(const Paths& paths, const std::string& name, const SavedFilter& filter);
+// nullopt when none was saved (a sandbox of an older hutch); an error when the file is damaged.
+std::optional<SavedFilter> load_filter(const Paths& paths, const std::string& name);
 
 void save_live(const Paths& paths, const std::string& name, const Live& live);
 // The init of a running sandbox, or nullopt if it is not running.
