@@ -61,7 +61,7 @@ std::string time_ago(const std::string& created) {
     if (t < 0) return "N/A";
     long long secs = static_cast<long long>(std::time(nullptr)) - t;
     if (secs < 1) return "Less than a second ago";
-    long long mins = secs / 60, hours = std::llround(secs / 3600.0);
+    long long mins = secs / 60, hours = (secs + 1800) / 3600;  // rounded to the nearest hour
     std::string s;
     if (secs == 1) s = "1 second";
     else if (secs < 60) s = std::to_string(secs) + " seconds";

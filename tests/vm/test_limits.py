@@ -86,6 +86,17 @@ def test_cpu_max_throttles(h):
     assert throttled > 0, line[0]
 
 
+def test_cpu_max_is_the_quota_asked_for(h):
+    # --cpus N is N periods of 100 ms, rounded to the microsecond, at least 1 ms (the kernel's minimum).
+    for cpus, want in (("1.5", "150000 100000"), ("0.333333", "33333 100000"), ("0.000001", "1000 100000")):
+        assert h("create", "--name", "cq", "--cpus", cpus).returncode == 0
+        try:
+            with open(os.path.join(cgroup_of("cq"), "cpu.max")) as f:
+                assert f.read().strip() == want, cpus
+        finally:
+            h("rm", "-f", "cq")
+
+
 def test_exec_in_a_persistent_sandbox_is_bounded_by_its_limits(h):
     assert h("create", "--name", "box", "--memory", "32m").returncode == 0
     try:
