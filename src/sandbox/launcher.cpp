@@ -645,7 +645,6 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
         b.host.work = scratch.work();
     }
     b.host.target = scratch.mount_point;
-    b.host.throwaway = !spec.persistent;
     // Root's sandbox runs as an unprivileged range that may not reach the caller's files: the
     // bind sources are opened here, with root's own access, and attached inside.
     if (::geteuid() == 0) b.host.binds = mounts::open_bind_sources(spec.binds);

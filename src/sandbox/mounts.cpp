@@ -257,10 +257,7 @@ void enter_overlay_root(const HostSide& host) {
                        ",workdir=" + escape_layer(host.work) +
                        // In a user namespace the trusted.* xattrs overlayfs keeps its metadata in are
                        // unavailable; user.overlay.* it is, for this mount and the layers below it.
-                       ",userxattr" +
-                       // A throwaway layer needs no durability: no syncfs of the upper filesystem
-                       // (the host's) when the sandbox's mounts go, and the command's fsyncs are free.
-                       std::string(host.throwaway ? ",volatile" : "");
+                       ",userxattr";
     if (data.size() >= 4096)
         fail("too many image layers for one overlay mount", std::to_string(host.lower.size()) + " layers",
              "flatten the image (e.g. with a multi-stage build) to fewer layers");

@@ -1,7 +1,6 @@
 """The sandbox's filesystem: a throwaway layer over the base, binds, --read-only and --tmpfs."""
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -182,25 +181,3 @@ def test_read_only_root_that_needs_a_mount_point_uses_the_overlay(h):
                          "cat /proc/self/mountinfo", "--read-only", "-v", f"{d}:/newdir:ro")))
     assert "data" in cp.stdout and "CREATED-ROOT" not in cp.stdout, cp.stdout
     assert _root_fstype(cp.stdout) == "overlay", cp.stdout
-
-
-def test_throwaway_layer_is_volatile_and_a_persistent_one_is_not(h):
-    """A run's writable layer is deleted at its end, so its overlay is volatile (no sync of the
-    host's filesystem at unmount, fsync free inside); a persistent sandbox's layer stays durable.
-    Overlayfs marks a volatile work dir with work/incompat/volatile."""
-    p = h.popen("run", "--name", "vol", "--", "sleep", "30", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        marker = h.root / "sandboxes" / "vol" / "work" / "work" / "incompat" / "volatile"
-        deadline = time.monotonic() + 20
-        while not marker.exists() and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.05)
-        assert marker.exists(), "the run's overlay must be volatile"
-    finally:
-        p.kill()
-        p.wait()
-    ok(h("create", "--name", "durable"))
-    try:
-        ok(h("exec", "durable", "true"))
-        assert not (h.root / "sandboxes" / "durable" / "work" / "work" / "incompat").exists()
-    finally:
-        h("rm", "-f", "durable")

@@ -26,7 +26,6 @@ struct HostSide {
     std::string work;    // overlayfs' work dir
     std::string target;  // where the overlay is mounted before pivot_root
     std::vector<UniqueFd> binds;  // detached bind trees (root: opened by the front end) or empty
-    bool throwaway = false;  // the writable layer is deleted when the sandbox ends (run, not create)
 };
 
 // Detached mounts created in step 2.
