@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Interleaved wall-time comparison: tools/bench/interleaved.py [--runs N] [--warmup N] CMD...
+"""Interleaved wall-time comparison: tools/bench/interleaved.py [--runs N] [--warmup N] [--gap MS] CMD...
 
 Runs each command once per round, round after round (A B C A B C ...), and prints the median and
 quartiles of each. hyperfine runs one command's runs in a block, so on a VM whose speed drifts
 from minute to minute (this project's does, by 10-20%), two blocks can differ by more than the
 commands do; interleaving gives every command the same conditions. Each CMD is one shell-quoted
 string, run without a shell; the times include Python's fork and exec of it (the same for all).
+A command may leave work to the kernel after it exits (a network namespace is torn down by a
+kernel worker, a sandbox's init may still be exiting), which then lands on whatever runs next;
+--gap MS sleeps that long after each command so that every one starts on a quiet machine.
 """
 import argparse
 import shlex
@@ -19,6 +22,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--gap", type=float, default=0, help="milliseconds to sleep after each command")
     ap.add_argument("commands", nargs="+")
     args = ap.parse_args()
     cmds = [shlex.split(c) for c in args.commands]
@@ -33,7 +37,10 @@ def main() -> int:
                 continue
             times[i].append(elapsed)
             failures[i] += rc != 0
-    print(f"interleaved, {args.runs} rounds after {args.warmup} warm-up rounds; wall ms per run")
+            if args.gap:
+                time.sleep(args.gap / 1000)
+    gap = f", {args.gap:g} ms apart" if args.gap else ""
+    print(f"interleaved, {args.runs} rounds after {args.warmup} warm-up rounds{gap}; wall ms per run")
     print(f"{'median':>8} {'p25':>8} {'p75':>8}  command")
     for cmd, t, f in zip(args.commands, times, failures):
         q = statistics.quantiles(t, n=4)
