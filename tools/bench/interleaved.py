@@ -11,6 +11,7 @@ kernel worker, a sandbox's init may still be exiting), which then lands on whate
 --gap MS sleeps that long after each command so that every one starts on a quiet machine.
 """
 import argparse
+import json
 import shlex
 import statistics
 import subprocess
@@ -23,6 +24,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--gap", type=float, default=0, help="milliseconds to sleep after each command")
+    ap.add_argument("--json", help="also write the medians and quartiles here, in the commands' order")
     ap.add_argument("commands", nargs="+")
     args = ap.parse_args()
     cmds = [shlex.split(c) for c in args.commands]
@@ -42,10 +44,16 @@ def main() -> int:
     gap = f", {args.gap:g} ms apart" if args.gap else ""
     print(f"interleaved, {args.runs} rounds after {args.warmup} warm-up rounds{gap}; wall ms per run")
     print(f"{'median':>8} {'p25':>8} {'p75':>8}  command")
+    results = []
     for cmd, t, f in zip(args.commands, times, failures):
         q = statistics.quantiles(t, n=4)
         flag = f"  ({f} runs failed)" if f else ""
         print(f"{statistics.median(t):8.2f} {q[0]:8.2f} {q[2]:8.2f}  {cmd}{flag}")
+        results.append({"command": cmd, "median_ms": statistics.median(t), "p25_ms": q[0], "p75_ms": q[2],
+                        "failed": f})
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"rounds": args.runs, "gap_ms": args.gap, "results": results}, out, indent=1)
     return 1 if any(failures) else 0
 
 

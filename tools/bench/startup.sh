@@ -24,7 +24,8 @@
 #   crun net = median(nsenter+crun) - (median(nsenter+true) - median(true)).
 #
 # Usage: tools/bench/startup.sh [--out DIR] [--user NAME | --no-user] [--hutch BIN] [--rootfs DIR]
-# Environment: RUNS (default 200), WARMUP (default 10).
+# Environment: RUNS (default 200), WARMUP (default 10), INTERLEAVED_RUNS (default 200; 0: no
+# interleaved pass).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +33,7 @@ REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 
 RUNS=${RUNS:-200}
 WARMUP=${WARMUP:-10}
+INTERLEAVED_RUNS=${INTERLEAVED_RUNS:-200}
 OUT=/tmp/hutch-bench
 HUTCH_SRC=$REPO/build/hutch
 BASE_ROOTFS=$REPO/build/rootfs/busybox
@@ -220,7 +222,7 @@ setup_crun() {
     fi
 }
 
-declare -A MEDIAN FAILS
+declare -A MEDIAN FAILS IMEDIAN
 declare -a ORDER=(hutch-run hutch-run-ro hutch-exec bwrap crun-net crun-raw nsenter unshare true)
 declare -A TITLE=(
     [hutch-run]="hutch run --rootfs ROOT true"
@@ -311,6 +313,29 @@ bench_set() {
         note "$SET_LABEL: hyperfine failed"
     fi
 
+    # The same commands (crun aside: it needs a delete between runs) in alternating rounds with a
+    # pause after each (interleaved.py --gap): hyperfine's blocks meet the VM's drift at different
+    # times, and back to back a command pays for what the previous one left the kernel to do.
+    if [ "$INTERLEAVED_RUNS" -gt 0 ]; then
+        local -a icmds=() inames=()
+        for i in "${!names[@]}"; do
+            case ${names[$i]} in crun-raw|nsenter) continue ;; esac
+            inames+=("${names[$i]}")
+            icmds+=("${cmds[$i]}")
+        done
+        cp "$SCRIPT_DIR/interleaved.py" "$W/bin/"
+        echo "=== $SET_LABEL: interleaved (${#icmds[@]} commands, $INTERLEAVED_RUNS rounds, --gap 10) ==="
+        if run_as python3 "$W/bin/interleaved.py" --runs "$INTERLEAVED_RUNS" --gap 10 --json "$W/json/interleaved.json" \
+            "${icmds[@]}"; then
+            cp "$W/json/interleaved.json" "$OUT/interleaved-$SET_LABEL.json"
+            for i in "${!inames[@]}"; do
+                IMEDIAN[$SET_LABEL|${inames[$i]}]=$(jq -r ".results[$i].median_ms" "$W/json/interleaved.json")
+            done
+        else
+            note "$SET_LABEL: interleaved run failed"
+        fi
+    fi
+
     if [ -s "$W/json/startup.json" ]; then
         cp "$W/json/startup.json" "$OUT/startup-$SET_LABEL.json"
         cp "$W/json/startup.md" "$OUT/startup-$SET_LABEL.md"
@@ -371,6 +396,23 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     echo "crun net = (nsenter + crun run) - ((nsenter + true) - true): nsenter enters the helper namespace"
     echo "that hides the hybrid cgroup tree from crun; its own cost is measured and subtracted."
     echo "(!) = some measured runs exited non-zero. Raw hyperfine JSON/markdown: $OUT"
+    if [ "$INTERLEAVED_RUNS" -gt 0 ]; then
+        echo
+        echo "The same, interleaved: $INTERLEAVED_RUNS alternating rounds, 10 ms apart (tools/bench/interleaved.py"
+        echo "--gap 10); medians in ms, each including Python's fork and exec of the command (see the true row)"
+        printf '%-32s' "benchmark"
+        for set in "${SETS[@]}"; do printf '%14s' "${set%%:*}"; done
+        echo
+        for key in "${ORDER[@]}"; do
+            [ -n "${IMEDIAN[${SETS[0]%%:*}|$key]:-}" ] || continue
+            printf '%-32s' "${TITLE[$key]}"
+            for set in "${SETS[@]}"; do
+                v=${IMEDIAN[${set%%:*}|$key]:-}
+                printf '%14s' "$([ -n "$v" ] && awk -v v="$v" 'BEGIN { printf "%.2f", v }' || echo skipped)"
+            done
+            echo
+        done
+    fi
     if [ -s "$NOTES_FILE" ]; then
         echo "Not measured / problems:"
         sed 's/^/  /' "$NOTES_FILE"
