@@ -8,8 +8,9 @@
 //     program, create the scratch dir,      waits on the sync pipe
 //     sweep what crashed runs left
 //   release (with the seccomp program) -->  become root of the namespace
-//                                           overlay root, pivot_root, populate /proc /dev /sys
-//                                           hostname, loopback up, pty
+//   bring lo up (a helper in the sandbox's  overlay root, pivot_root, populate /proc /dev /sys
+//     user and network namespaces)          hostname
+//   "L": lo is up ---------------------->   (--network egress: lo up here), pty
 //                                           fork the command --> exec_process(): user, caps,
 //   relay tty, forward signals, timeout         no_new_privs, seccomp, execve
 //   wait for init                   <----   reap, kill what is left, empty the writable layer
@@ -184,7 +185,7 @@ struct Birth {
     Pipe sync;     // front end → init: "the id maps are written", and the seccomp program
     Pipe report;   // init and command → front end: setup failures
     Pipe status;   // init → front end: the exit status, written before init's own exit
-    Pipe unshared;   // init → front end: its network namespace exists (--network egress only)
+    Pipe unshared;   // init → front end: its network namespace exists
     SocketPair tty;  // init → front end: the pty's master
     struct winsize winsize {};
     bool have_winsize = false;
@@ -248,6 +249,8 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             if (!read_exact(b.sync.rd.get(), filter->bytes.data(), filter_size)) ::_exit(kExitHutchError);
         }
         trace("init: released");
+        // Without --network egress the front end brings lo up while the init mounts its root.
+        const bool lo_by_front_end = !b.egress;
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
         if (!spec.persistent) {
             // Set only now: a change of uid (root's sandboxes) clears the parent-death signal.
@@ -257,7 +260,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             struct pollfd p {b.sync.rd.get(), POLLIN, 0};
             if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) ::_exit(kExitHutchError);
         }
-        b.sync.rd.reset();
+        if (!lo_by_front_end) b.sync.rd.reset();
         if (!spec.idmap.deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
         if (::unshare(CLONE_NEWCGROUP) != 0) throw_errno("cannot create the cgroup namespace");
         trace("init: maps written, root of the namespace");
@@ -275,7 +278,15 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         mounts::populate(spec, detached, spec.idmap.maps_gid(5));
         trace("init: mounts populated");
         if (::sethostname(spec.hostname.c_str(), spec.hostname.size()) != 0) throw_errno("cannot set hostname", spec.hostname);
-        bring_up_loopback();
+        if (lo_by_front_end) {
+            // "L": lo is up. EOF: the front end could not bring it up (it reports why) or died.
+            char lo;
+            if (::read(b.sync.rd.get(), &lo, 1) != 1 || lo != 'L') ::_exit(kExitHutchError);
+            b.sync.rd.reset();
+        } else {
+            bring_up_loopback();
+        }
+        trace("init: lo up");
         mounts::finish(spec);
         // Ruleset and DNS forwarder before the command exists; waits for pasta's routes.
         if (b.egress) b.egress->sandbox_start();
@@ -423,6 +434,48 @@ pid_t clone_nested(Birth& b, int* pidfd) {
         throw_errno(g.failed, "", "see 'hutch doctor'");
     }
     return g.init;
+}
+
+// Bringing lo up is a tenth of a millisecond of the kernel's (its addresses, routes, IPv6), which
+// the init would spend just before the command can start. A short-lived helper of the front
+// end's does it instead while the init mounts its root: it joins the sandbox's user and network
+// namespaces at once through the init's pidfd, as root of that user namespace. It shares the front
+// end's memory and file table until it exits (CLONE_VM|CLONE_VFORK|CLONE_FILES), but not its
+// fs_struct, which setns into a user namespace forbids.
+struct LoopbackHelper {
+    int init_pidfd;
+    std::optional<Error> error;
+};
+
+int loopback_helper_main(void* arg) {
+    auto* h = static_cast<LoopbackHelper*>(arg);
+    try {
+        if (::setns(h->init_pidfd, CLONE_NEWUSER | CLONE_NEWNET) != 0)
+            throw_errno("cannot join the sandbox's network namespace");
+        bring_up_loopback();
+    } catch (const Error& e) {
+        h->error = e;
+        ::_exit(1);
+    }
+    ::_exit(0);
+}
+
+void bring_up_loopback_of(int init_pidfd) {
+    LoopbackHelper h{init_pidfd, std::nullopt};
+    constexpr size_t kStack = 64 << 10;
+    void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) throw_errno("cannot map a stack");
+    pid_t helper = ::clone(loopback_helper_main, static_cast<char*>(stack) + kStack,
+                           CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &h);
+    int err = errno;
+    ::munmap(stack, kStack);
+    if (helper < 0) {
+        errno = err;
+        throw_errno("cannot start the sandbox", "clone");
+    }
+    while (::waitpid(helper, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    if (h.error) throw *h.error;
 }
 
 pid_t clone_sandbox(Birth& b, int* pidfd) {
@@ -615,9 +668,10 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
         if (meanwhile) meanwhile();
         if (maps) maps->finish();
         trace("front end: maps finished");
-        // pasta joins the init's network namespace by its /proc path: it must exist by then.
+        // pasta joins the init's network namespace by its /proc path, and lo is brought up in it
+        // from here: it must exist by then.
         char byte;
-        if (b.unshared.rd && ::read(b.unshared.rd.get(), &byte, 1) != 1)
+        if (::read(b.unshared.rd.get(), &byte, 1) != 1)
             fail("the sandbox's init exited during setup", "pid " + std::to_string(pid));
     } catch (...) {
         abort_birth(b, pidfd);
@@ -631,6 +685,21 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
         throw_errno("cannot release the sandbox");
     }
     trace("front end: id maps written");
+    if (!b.egress) {
+        try {
+            bring_up_loopback_of(pidfd);
+        } catch (...) {
+            abort_birth(b, pidfd);
+            throw;
+        }
+        if (::write(b.sync.wr.get(), "L", 1) != 1) {
+            int err = errno;
+            abort_birth(b, pidfd);
+            errno = err;
+            throw_errno("cannot release the sandbox");
+        }
+        trace("front end: lo up");
+    }
     // sync.wr stays open while the front end lives: the init checks it for a hang-up.
     st.report = std::move(b.report.rd);
     return st;
@@ -652,7 +721,7 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
     b.report = Pipe::make();
     b.status = Pipe::make();
     if (spec.process.tty) b.tty = SocketPair::make();
-    if (b.egress) b.unshared = Pipe::make();
+    b.unshared = Pipe::make();
 }
 
 std::pair<uid_t, gid_t> sandbox_root_owner(const IdMap& map) {
