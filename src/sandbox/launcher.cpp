@@ -266,11 +266,10 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         trace("init: maps written, root of the namespace");
 
         // The writable layer is emptied at the end from inside (its files may belong to
-        // subordinate ids the front end cannot remove); keep handles that survive pivot_root.
-        struct {
-            UniqueFd upper, work;
-        } layers;
-        if (!b.host.upper.empty()) layers = {open_path(b.host.upper), open_path(b.host.work)};
+        // subordinate ids the front end cannot remove); keep a handle that survives pivot_root.
+        // (The work dir is the front end's to remove: after a run overlayfs has left it empty.)
+        UniqueFd upper;
+        if (!b.host.upper.empty()) upper = open_path(b.host.upper);
         // libnftables must be loaded while the host's libraries are still visible.
         if (b.egress) b.egress->sandbox_before_pivot(spec.idmap);
         mounts::enter_overlay_root(b.host);
@@ -339,8 +338,8 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         tty.slave.reset();
         b.report.wr.reset();
         int code = init::run(command,
-                             [&layers] {
-                                 if (layers.upper) state::empty_layers(layers.upper.get(), layers.work.get());
+                             [&upper] {
+                                 if (upper) state::empty_layer(upper.get());
                              },
                              b.egress ? b.egress->service() : nullptr);
         // Tearing down the namespaces in exit(2) takes the kernel milliseconds; the front end

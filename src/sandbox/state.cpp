@@ -125,27 +125,23 @@ Scratch open_scratch(const Paths& paths, const std::string& name) {
     return s;
 }
 
-void empty_layers(int upper_fd, int work_fd) {
-    for (int fd : {upper_fd, work_fd}) {
-        int dir = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir < 0) continue;
-        try {
-            fs::remove_contents(dir, "sandbox layer");
-        } catch (const Error&) {
-            // Whatever is left is removed by the front end or the next sweep.
-        }
-        ::close(dir);
+void empty_layer(int upper_fd) {
+    int dir = ::openat(upper_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return;
+    try {
+        fs::remove_contents(dir, "sandbox layer");
+    } catch (const Error&) {
+        // Whatever is left is removed by the front end or the next sweep.
     }
+    ::close(dir);
 }
 
-// The usual case after a run: the init emptied the layers, so the known skeleton goes with a few
-// unlink/rmdir calls and no directory listing.
+// The usual case after a run: the init emptied upper/ and overlayfs left work/work empty, so the
+// known skeleton goes with a few rmdir calls and no directory listing. (A directory of an older
+// hutch, with its lock file and mount point, fails the last rmdir and goes the long way.)
 static bool remove_empty_skeleton(const std::string& dir) {
     for (const char* sub : {"/upper", "/work/work", "/work"})
         if (::rmdir((dir + sub).c_str()) != 0 && errno != ENOENT) return false;
-    // What an older hutch made: its lock file and mount point.
-    ::unlink((dir + "/lock").c_str());
-    ::rmdir((dir + "/root").c_str());
     return ::rmdir(dir.c_str()) == 0;
 }
 

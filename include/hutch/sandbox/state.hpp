@@ -46,8 +46,10 @@ void ensure_mount_point(const Scratch& s);
 Scratch open_scratch(const Paths& paths, const std::string& name);
 // Removes a sandbox directory whatever its files' owners (subordinate ids included).
 void remove_scratch(const std::string& dir, const IdMap& map);
-// Empties upper/ and work/ from inside the sandbox (its root may remove what it created).
-void empty_layers(int upper_fd, int work_fd);
+// Empties upper/ from inside the sandbox (its root may remove what it created). work/ is left to
+// remove_scratch: overlayfs leaves it empty after a run, and in the rare case it does not,
+// remove_scratch acts as the sandbox's root as well.
+void empty_layer(int upper_fd);
 
 // Removes what crashed runs left behind: directories without config.json whose lock is free.
 // Cheap when there is nothing to do; skipped when another hutch is sweeping.
