@@ -199,8 +199,14 @@ void save_config(const Paths& paths, const SandboxSpec& spec) {
 SandboxSpec load_config(const Paths& paths, const std::string& name) {
     validate_name(name);
     std::string path = config_path(paths, name);
-    if (!fs::exists(path)) fail("no such sandbox", name, "see 'hutch ps'");
-    return spec_from_json(fs::read_file(path), path);
+    std::string text;
+    try {
+        text = fs::read_file(path);
+    } catch (const Error& e) {
+        if (e.error_number() == ENOENT) fail("no such sandbox", name, "see 'hutch ps'");
+        throw;
+    }
+    return spec_from_json(text, path);
 }
 
 // "sha256:<hex of the rest>\n", then "unconfined" or "program\n" and the instructions.
@@ -253,13 +259,17 @@ unsigned long long process_start_time(pid_t pid) {
     } catch (const Error&) {
         return 0;
     }
-    // Fields after the command name (which may contain spaces) start after the last ')'.
+    // Fields after the command name (which may contain spaces) start after the last ')': the
+    // state is field 3, the start time field 22.
     size_t pos = stat.rfind(')');
     if (pos == std::string::npos) return 0;
-    std::istringstream in(stat.substr(pos + 2));
-    std::string field;
-    for (int i = 3; i <= 22 && in >> field; ++i)
-        if (i == 22) return std::stoull(field);
+    const char* p = stat.c_str() + pos + 1;
+    for (int field = 3; field <= 22; ++field) {
+        while (*p == ' ') ++p;
+        if (!*p) return 0;
+        if (field == 22) return std::strtoull(p, nullptr, 10);
+        while (*p && *p != ' ') ++p;
+    }
     return 0;
 }
 

@@ -1,6 +1,9 @@
 // Unit tests of the plain-data pieces: errors, durations, sizes, users, names, the spec's JSON form.
 #include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -119,6 +122,33 @@ TEST_CASE("a persistent sandbox's saved seccomp program comes back as saved, and
     CHECK(test::error_of([&] { state::load_filter(paths, "box"); }).find("seccomp program is damaged") !=
           std::string::npos);
     fs::remove_tree(tmpl);
+}
+
+TEST_CASE("a process's start time is read past a command name with spaces and parentheses") {
+    unsigned long long mine = state::process_start_time(::getpid());
+    REQUIRE(mine > 0);
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::prctl(PR_SET_NAME, ") 9 8 7 (", 0, 0, 0);
+        (void)!::write(ready[1], "x", 1);
+        ::pause();
+        ::_exit(0);
+    }
+    char c;
+    REQUIRE(::read(ready[0], &c, 1) == 1);
+    unsigned long long theirs = state::process_start_time(child);
+    double uptime = std::stod(fs::read_file("/proc/uptime"));
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    ::close(ready[0]);
+    ::close(ready[1]);
+    // Clock ticks since boot: not before this test's process, not after now.
+    CHECK(theirs >= mine);
+    CHECK(static_cast<double>(theirs) <= uptime * static_cast<double>(::sysconf(_SC_CLK_TCK)) + 1);
+    CHECK(state::process_start_time(child) == 0);  // gone
 }
 
 TEST_CASE("remove_tree removes what a sandbox could leave, without following symlinks") {
