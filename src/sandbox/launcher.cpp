@@ -368,6 +368,25 @@ struct clone_args init_clone_args(int* pidfd, int cgroup_fd) {
     return args;
 }
 
+// Runs fn(arg) in a short-lived helper that shares this process's memory and file table and
+// suspends it until the helper has exited (CLONE_VM|CLONE_VFORK|CLONE_FILES, as posix_spawn
+// does): nothing is copied, and what the helper leaves in `arg` is there on return. Not sharing
+// the fs_struct lets the helper setns into a user namespace; this process never leaves its own.
+void run_helper(int (*fn)(void*), void* arg, size_t stack_size) {
+    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) throw_errno("cannot map a stack");
+    pid_t helper = ::clone(fn, static_cast<char*>(stack) + stack_size, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD,
+                           arg);
+    int err = errno;
+    ::munmap(stack, stack_size);
+    if (helper < 0) {
+        errno = err;
+        throw_errno("cannot start the sandbox", "clone");
+    }
+    while (::waitpid(helper, nullptr, 0) < 0 && errno == EINTR) {
+    }
+}
+
 // A sandbox nested in the kept user namespace is cloned by a short-lived go-between that joins
 // that namespace (setns needs a process of its own: the front end must stay in the host's), makes
 // the init a child of the front end (CLONE_PARENT), and writes the init's maps from the parent
@@ -410,19 +429,7 @@ pid_t clone_nested(Birth& b, int* pidfd) {
                 pause::nested_map(b.spec->idmap.gids)};
     g.args.flags |= CLONE_PARENT;
     g.args.exit_signal = 0;  // clone3 wants none with CLONE_PARENT: the go-between's (SIGCHLD) is used
-    constexpr size_t kStack = 256 << 10;
-    void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) throw_errno("cannot map a stack");
-    pid_t helper = ::clone(go_between_main, static_cast<char*>(stack) + kStack,
-                           CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &g);
-    int err = errno;
-    ::munmap(stack, kStack);
-    if (helper < 0) {
-        errno = err;
-        throw_errno("cannot start the sandbox", "clone");
-    }
-    while (::waitpid(helper, nullptr, 0) < 0 && errno == EINTR) {
-    }
+    run_helper(go_between_main, &g, 256 << 10);
     if (g.failed) {
         if (g.init > 0) {
             pidfd_send_signal(*pidfd, SIGKILL, nullptr, 0);
@@ -438,9 +445,7 @@ pid_t clone_nested(Birth& b, int* pidfd) {
 // Bringing lo up is a tenth of a millisecond of the kernel's (its addresses, routes, IPv6), which
 // the init would spend just before the command can start. A short-lived helper of the front
 // end's does it instead while the init mounts its root: it joins the sandbox's user and network
-// namespaces at once through the init's pidfd, as root of that user namespace. It shares the front
-// end's memory and file table until it exits (CLONE_VM|CLONE_VFORK|CLONE_FILES), but not its
-// fs_struct, which setns into a user namespace forbids.
+// namespaces at once through the init's pidfd, as root of that user namespace (run_helper).
 struct LoopbackHelper {
     int init_pidfd;
     std::optional<Error> error;
@@ -461,19 +466,7 @@ int loopback_helper_main(void* arg) {
 
 void bring_up_loopback_of(int init_pidfd) {
     LoopbackHelper h{init_pidfd, std::nullopt};
-    constexpr size_t kStack = 64 << 10;
-    void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) throw_errno("cannot map a stack");
-    pid_t helper = ::clone(loopback_helper_main, static_cast<char*>(stack) + kStack,
-                           CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &h);
-    int err = errno;
-    ::munmap(stack, kStack);
-    if (helper < 0) {
-        errno = err;
-        throw_errno("cannot start the sandbox", "clone");
-    }
-    while (::waitpid(helper, nullptr, 0) < 0 && errno == EINTR) {
-    }
+    run_helper(loopback_helper_main, &h, 64 << 10);
     if (h.error) throw *h.error;
 }
 
