@@ -1,6 +1,5 @@
 // images, image inspect, rmi, image prune, system df, tag: the image store as docker shows it.
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <nlohmann/json.hpp>

@@ -272,12 +272,10 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
         // --help and --version arrive as "errors" with exit code 0: CLI11 prints them.
         if (e.get_exit_code() == 0) return app.exit(e);
-        // Name an unknown command instead of CLI11's "A subcommand is required".
-        int sub = subcommand_index(argc, argv);
-        bool known = false;
-        for (const auto* c : app.get_subcommands({})) known = known || (sub && c->get_name() == argv[sub]);
-        if (sub && !known) {
-            std::fprintf(stderr, "hutch: unknown command: %s (see 'hutch --help')\n", argv[sub]);
+        // Name an unknown command instead of CLI11's "A subcommand is required" (a word that is
+        // no command is what made `all` true).
+        if (word_at && all) {
+            std::fprintf(stderr, "hutch: unknown command: %s (see 'hutch --help')\n", argv[word_at]);
             return hutch::kExitHutchError;
         }
         std::fprintf(stderr, "hutch: %s (see 'hutch --help')\n", e.what());

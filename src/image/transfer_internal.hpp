@@ -19,14 +19,9 @@
 #include "hutch/image/reference.hpp"
 #include "hutch/image/store.hpp"
 #include "hutch/image/transfer.hpp"
+#include "archive_message.hpp"
 
 namespace hutch::image::detail {
-
-// libarchive's last error, which it may not have (archive_error_string returns NULL then).
-inline std::string archive_message(struct archive* a) {
-    const char* m = archive_error_string(a);
-    return m ? m : "no detail from libarchive";
-}
 
 namespace media {
 inline constexpr const char* kOciIndex = "application/vnd.oci.image.index.v1+json";

@@ -35,6 +35,7 @@
 #include "hutch/core/digest.hpp"
 #include "hutch/sandbox/idmap.hpp"
 #include "hutch/sandbox/state.hpp"
+#include "archive_message.hpp"
 
 namespace hutch::image {
 namespace {
@@ -161,10 +162,8 @@ struct ArchiveFree {
 };
 using ArchivePtr = std::unique_ptr<struct archive, ArchiveFree>;
 
-std::string archive_message(struct archive* a) {
-    const char* m = archive_error_string(a);
-    return m ? m : "the stream is truncated or damaged";
-}
+// Reading a layer, libarchive says nothing mostly when the stream ends early.
+std::string archive_message(struct archive* a) { return detail::archive_message(a, "the stream is truncated or damaged"); }
 
 // ---------------------------------------------------------------------------------------------
 // The decompressed byte stream, hashed and bounded.

@@ -17,7 +17,7 @@
 //   remove scratch dir
 //
 // The clone makes only the user and pid namespaces: the others (the network namespace alone
-// costs the kernel about a millisecond) are made by the init while the front end works.
+// costs the kernel half a millisecond or more) are made by the init while the front end works.
 // The front end never runs code the sandbox chose, and the sandbox never sees a host path.
 #include "hutch/sandbox/launcher.hpp"
 
@@ -71,6 +71,13 @@ namespace {
 int pidfd_open(pid_t pid, unsigned flags) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, flags)); }
 int pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned flags) {
     return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, info, flags));
+}
+
+// Ends the process behind `pidfd` (a child of ours) and reaps it.
+void kill_and_reap(int pidfd) {
+    pidfd_send_signal(pidfd, SIGKILL, nullptr, 0);
+    while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), nullptr, WEXITED) != 0 && errno == EINTR) {
+    }
 }
 
 // What clone3 makes: the init must be pid 1, and the owner of everything else it makes.
@@ -230,7 +237,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         if (::unshare(kInitNamespaces) != 0)
             throw_errno("cannot create the sandbox's namespaces", "unshare", "see 'hutch doctor'");
         trace("init: unshared");
-        if (b.unshared.wr && ::write(b.unshared.wr.get(), "1", 1) != 1) ::_exit(kExitHutchError);
+        if (::write(b.unshared.wr.get(), "1", 1) != 1) ::_exit(kExitHutchError);
         b.unshared.wr.reset();
         // What needs no id map is done before the maps exist.
         mounts::make_private();
@@ -432,8 +439,7 @@ pid_t clone_nested(Birth& b, int* pidfd) {
     run_helper(go_between_main, &g, 256 << 10);
     if (g.failed) {
         if (g.init > 0) {
-            pidfd_send_signal(*pidfd, SIGKILL, nullptr, 0);
-            ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(*pidfd), nullptr, WEXITED);
+            kill_and_reap(*pidfd);
             ::close(*pidfd);
         }
         errno = g.err;
@@ -445,7 +451,8 @@ pid_t clone_nested(Birth& b, int* pidfd) {
 // Bringing lo up is a tenth of a millisecond of the kernel's (its addresses, routes, IPv6), which
 // the init would spend just before the command can start. A short-lived helper of the front
 // end's does it instead while the init mounts its root: it joins the sandbox's user and network
-// namespaces at once through the init's pidfd, as root of that user namespace (run_helper).
+// namespaces at once through the init's pidfd, which gives it the capabilities it needs there
+// (run_helper).
 struct LoopbackHelper {
     int init_pidfd;
     std::optional<Error> error;
@@ -628,8 +635,7 @@ struct Started {
 
 // Ends an init that cannot go on; what it reported, if anything, is the better error.
 void abort_birth(const Birth& b, int pidfd) {
-    pidfd_send_signal(pidfd, SIGKILL, nullptr, 0);
-    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), nullptr, WEXITED);
+    kill_and_reap(pidfd);
     rethrow_reported(b.report.rd.get());
 }
 
@@ -669,13 +675,14 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
         abort_birth(b, pidfd);
         throw;
     }
-    const std::string release = release_message(*b.security);
-    if (::write(b.sync.wr.get(), release.data(), release.size()) != static_cast<ssize_t>(release.size())) {
+    auto send = [&](const std::string& message) {
+        if (::write(b.sync.wr.get(), message.data(), message.size()) == static_cast<ssize_t>(message.size())) return;
         int err = errno;
         abort_birth(b, pidfd);
         errno = err;
-        throw_errno("cannot release the sandbox");
-    }
+        throw_errno("cannot release the sandbox", "pid " + std::to_string(pid));
+    };
+    send(release_message(*b.security));
     trace("front end: id maps written");
     if (!b.egress) {
         try {
@@ -684,12 +691,7 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
             abort_birth(b, pidfd);
             throw;
         }
-        if (::write(b.sync.wr.get(), "L", 1) != 1) {
-            int err = errno;
-            abort_birth(b, pidfd);
-            errno = err;
-            throw_errno("cannot release the sandbox");
-        }
+        send("L");
         trace("front end: lo up");
     }
     // sync.wr stays open while the front end lives: the init checks it for a hang-up.
@@ -812,8 +814,7 @@ struct EgressSide {
         try {
             egress->start_pasta(st.pid, outlive_caller);
         } catch (...) {
-            pidfd_send_signal(st.pidfd.get(), SIGKILL, nullptr, 0);
-            ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(st.pidfd.get()), nullptr, WEXITED);
+            kill_and_reap(st.pidfd.get());
             throw;
         }
     }
@@ -933,8 +934,7 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
         } catch (const Error& e) {
             // The init is on its way out after its report; gone before the sandbox is removed
             // (it shares the lock on the sandbox's directory until it has exited).
-            pidfd_send_signal(st.pidfd.get(), SIGKILL, nullptr, 0);
-            ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(st.pidfd.get()), nullptr, WEXITED);
+            kill_and_reap(st.pidfd.get());
             throw side.explain(e);
         }
         state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid), cg ? cg->path() : ""});
