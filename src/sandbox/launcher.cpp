@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
+#include <linux/capability.h>
 #include <linux/sched.h>
 #include <net/if.h>
 #include <poll.h>
@@ -703,7 +704,7 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
     b.spec = &spec;
     b.security = &security;
     b.host.lower = spec.lower_dirs;
-    if (!scratch.dir.empty()) {
+    if (scratch.writable) {
         b.host.upper = scratch.upper();
         b.host.work = scratch.work();
     }
@@ -835,10 +836,11 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     std::optional<cgroup::Cgroup> cg;
     pid_t init_pid = -1;  // the sandbox's init, once it has reported (only its exit is left)
     std::optional<EgressSide> side;
-    auto make_scratch = [&] {
-        state::create_scratch(scratch, owner_uid, owner_gid);
+    // The sandbox's directory reserves its name: before a cgroup of that name is made, which
+    // would otherwise be taken for one a crashed run left (and another sandbox's killed).
+    auto reserve = [&] {
+        state::reserve_scratch(scratch, owner_uid, owner_gid);
         scratch_made = true;
-        trace("front end: scratch created");
     };
     // Cleaning up after crashed runs while the init makes its namespaces on the other CPU. Not
     // later: once released, the init is often woken on this CPU and waits for the front end to
@@ -848,13 +850,15 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         trace("front end: swept");
     };
     const bool egress = egress_rules && egress_rules->mode == "egress";
-    // --read-only on one layer: a read-only bind of it, no writable layer and no directory.
-    if (!egress && mounts::read_only_bind_will_do(spec)) scratch.dir.clear();
+    // --read-only on one layer: a read-only bind of it, no writable layer.
+    const bool may_remount = std::find(security.caps.begin(), security.caps.end(), CAP_SYS_ADMIN) != security.caps.end();
+    scratch.writable = egress || !mounts::read_only_bind_will_do(spec, may_remount);
     try {
+        // The egress side keeps its resolv.conf in the directory.
+        if (egress || !spec.resources.empty() || spec.stats) reserve();
         trace("front end: making the cgroup");
         cg = make_cgroup(spec);
         if (cg) trace("front end: cgroup made");
-        if (egress) make_scratch();  // the egress side keeps its resolv.conf there
         side.emplace(egress_rules, spec, security, scratch.dir, "");
         BlockedSignals blocked;
         Birth birth;
@@ -863,12 +867,13 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         if (cg) birth.cgroup_fd = cg->fd();
         std::optional<UniqueFd> kept = pause::user_namespace(paths, spec.idmap);
         if (kept) birth.parent_userns = kept->get();
-        // Without egress, the scratch directory is made while the init makes its namespaces.
+        // The rest of the directory is made while the init makes its namespaces.
         Started st = give_birth(birth, [&] {
             security.seccomp = load_seccomp(spec, security.caps, paths);
             trace("front end: seccomp program loaded");
-            if (scratch.dir.empty()) state::ensure_mount_point(scratch);
-            else if (!egress) make_scratch();
+            if (!scratch_made) reserve();
+            if (scratch.writable) state::create_layers(scratch, owner_uid, owner_gid);
+            trace("front end: scratch created");
             sweep();
         });
         side->start(st, false);

@@ -1,6 +1,7 @@
 #include "hutch/sandbox/mounts.hpp"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -215,21 +216,30 @@ static std::string lowerdir_option(const std::vector<std::string>& layers, std::
     return option;
 }
 
-bool read_only_bind_will_do(const SandboxSpec& spec) {
-    if (!spec.read_only_root || spec.persistent || spec.lower_dirs.size() != 1) return false;
-    const std::string& base = spec.lower_dirs.front();
-    auto is_dir = [&](const std::string& path) {
+bool read_only_bind_will_do(const SandboxSpec& spec, bool may_remount) {
+    // A sandbox that may remount / (CAP_SYS_ADMIN) could make the bind writable and change the
+    // store's layer under every other sandbox; under an overlay it could reach only its own layer.
+    if (!spec.read_only_root || spec.persistent || spec.lower_dirs.size() != 1 || may_remount) return false;
+    UniqueFd base(::open(spec.lower_dirs.front().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!base) return false;
+    // What `path` is inside the sandbox: resolved in the layer as in the sandbox's root (the
+    // image's symlinks stay inside it), the last component not followed.
+    auto type_of = [&](const std::string& path) -> mode_t {
+        struct open_how how {};
+        how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+        how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+        UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, base.get(), path.c_str(), &how, sizeof how)));
         struct stat st;
-        return ::lstat((base + path).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+        return fd && ::fstat(fd.get(), &st) == 0 ? st.st_mode & S_IFMT : 0;
     };
     for (const char* p : {"/proc", "/dev", "/sys"})
-        if (!is_dir(p)) return false;
+        if (type_of(p) != S_IFDIR) return false;
     for (const auto& b : spec.binds) {
-        struct stat st;
-        if (::lstat((base + b.destination).c_str(), &st) != 0 || S_ISLNK(st.st_mode)) return false;
+        mode_t t = type_of(b.destination);
+        if (t == 0 || t == S_IFLNK) return false;
     }
     for (const auto& t : spec.tmpfs)
-        if (!is_dir(t.destination)) return false;
+        if (type_of(t.destination) != S_IFDIR) return false;
     return true;
 }
 

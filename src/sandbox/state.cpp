@@ -79,27 +79,45 @@ Scratch plan_scratch(const Paths& paths, const std::string& name) {
     return s;
 }
 
-void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
+static void ensure_mount_point(const Scratch& s) {
+    if (::mkdir(s.mount_point.c_str(), 0700) != 0 && errno != EEXIST)
+        throw_errno("cannot create the mount point", s.mount_point);
+}
+
+void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     const std::string parent = s.dir.substr(0, s.dir.rfind('/'));
+    const std::string name = s.dir.substr(parent.size() + 1);
     FileLock guard = FileLock::acquire(parent + "/.sweep.lock", FileLock::Mode::Shared);
     ensure_mount_point(s);
     if (::mkdir(s.dir.c_str(), 0700) != 0) {
         if (errno == EEXIST)
-            fail("a sandbox with this name already exists", s.dir.substr(parent.size() + 1),
-                 "pick another --name, or 'hutch rm " + s.dir.substr(parent.size() + 1) + "'");
+            fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
         throw_errno("cannot create sandbox directory", s.dir);
     }
     try {
         s.lock = FileLock::acquire_directory(s.dir);
-        // upper/ becomes the mode of the sandbox's "/" (0755, like an image's root); the sandbox
-        // directory around it stays 0700.
-        for (const std::string& d : {s.upper(), s.work()}) {
-            if (::mkdir(d.c_str(), d == s.upper() ? 0755 : 0700) != 0) throw_errno("cannot create directory", d);
-            if (d == s.upper() && ::chmod(d.c_str(), 0755) != 0) throw_errno("cannot chmod", d);
-            if (::geteuid() == 0 && ::chown(d.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", d);
-        }
         // The sandbox's root (another uid when hutch runs as root) must reach its layers.
         if (::geteuid() == 0 && ::chown(s.dir.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", s.dir);
+    } catch (...) {
+        fs::remove_tree(s.dir);
+        throw;
+    }
+}
+
+void create_layers(const Scratch& s, uid_t owner_uid, gid_t owner_gid) {
+    // upper/ becomes the mode of the sandbox's "/" (0755, like an image's root); the sandbox
+    // directory around it stays 0700. What is left on failure goes with remove_scratch.
+    for (const std::string& d : {s.upper(), s.work()}) {
+        if (::mkdir(d.c_str(), d == s.upper() ? 0755 : 0700) != 0) throw_errno("cannot create directory", d);
+        if (d == s.upper() && ::chmod(d.c_str(), 0755) != 0) throw_errno("cannot chmod", d);
+        if (::geteuid() == 0 && ::chown(d.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", d);
+    }
+}
+
+void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
+    reserve_scratch(s, owner_uid, owner_gid);
+    try {
+        create_layers(s, owner_uid, owner_gid);
     } catch (...) {
         fs::remove_tree(s.dir);
         throw;
@@ -112,10 +130,6 @@ Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_
     return s;
 }
 
-void ensure_mount_point(const Scratch& s) {
-    if (::mkdir(s.mount_point.c_str(), 0700) != 0 && errno != EEXIST)
-        throw_errno("cannot create the mount point", s.mount_point);
-}
 
 Scratch open_scratch(const Paths& paths, const std::string& name) {
     Scratch s = plan_scratch(paths, name);

@@ -150,10 +150,11 @@ def _root_fstype(mountinfo: str) -> str:
     return ""
 
 
-def test_read_only_root_of_one_layer_is_a_bind_without_a_directory(h):
+def test_read_only_root_of_one_layer_is_a_bind_without_a_writable_layer(h):
     """--read-only over one layer with every mount point present: the layer itself, bound
-    read-only, and no writable layer or sandbox directory on the host."""
-    p = h.popen("run", "-i", "--read-only", "--", "sh", "-c",
+    read-only, and no writable layer on the host (the sandbox's directory, which reserves its
+    name, stays empty)."""
+    p = h.popen("run", "-i", "--read-only", "--name", "robind", "--", "sh", "-c",
                 "exec 2>&1; " + h.guard + "if touch /x; then echo CREATED-ROOT; fi; "
                 "cat /proc/self/mountinfo; echo READY; read line", stdout=subprocess.PIPE,
                 stdin=subprocess.PIPE, text=True)
@@ -163,7 +164,8 @@ def test_read_only_root_of_one_layer_is_a_bind_without_a_directory(h):
             line = p.stdout.readline()
             assert line, out
             out += line
-        assert h.sandbox_dirs() == [], h.sandbox_dirs()  # while it runs
+        assert h.sandbox_dirs() == ["robind"], h.sandbox_dirs()  # while it runs
+        assert os.listdir(h.root / "sandboxes" / "robind") == []
         p.stdin.write("done\n")
         p.stdin.flush()
         assert p.wait(timeout=30) == 0
@@ -180,4 +182,11 @@ def test_read_only_root_that_needs_a_mount_point_uses_the_overlay(h):
     cp = ok(guarded(h.sh("exec 2>&1; " + h.guard + "cat /newdir/f; if touch /x; then echo CREATED-ROOT; fi; "
                          "cat /proc/self/mountinfo", "--read-only", "-v", f"{d}:/newdir:ro")))
     assert "data" in cp.stdout and "CREATED-ROOT" not in cp.stdout, cp.stdout
+    assert _root_fstype(cp.stdout) == "overlay", cp.stdout
+
+
+def test_read_only_root_that_may_be_remounted_uses_the_overlay(h):
+    """With CAP_SYS_ADMIN the sandbox could remount a bind of the store's layer writable: its
+    read-only root is an overlay, whose writes can only ever reach its own layer."""
+    cp = ok(h.sh("cat /proc/self/mountinfo", "--read-only", "--cap-add", "SYS_ADMIN"))
     assert _root_fstype(cp.stdout) == "overlay", cp.stdout

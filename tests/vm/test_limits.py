@@ -86,6 +86,22 @@ def test_cpu_max_throttles(h):
     assert throttled > 0, line[0]
 
 
+def test_a_run_may_not_take_the_cgroup_of_a_sandbox_of_its_name(h):
+    # The run's name is reserved before its cgroup is made: a cgroup of that name belongs to a
+    # live sandbox, never to a crashed run, and must be left alone.
+    assert h("create", "--name", "taken", "--pids-limit", "64").returncode == 0
+    try:
+        r = h("run", "--name", "taken", "--pids-limit", "32", "--", "true")
+        assert r.returncode == 125 and "already exists" in r.stderr, r
+        r = h("run", "--name", "taken", "--read-only", "--stats", "--", "true")
+        assert r.returncode == 125 and "already exists" in r.stderr, r
+        assert h("exec", "taken", "--", "true").returncode == 0
+        with open(os.path.join(cgroup_of("taken"), "pids.max")) as f:
+            assert f.read().strip() == "64"
+    finally:
+        h("rm", "-f", "taken")
+
+
 def test_cpu_max_is_the_quota_asked_for(h):
     # --cpus N is N periods of 100 ms, rounded to the microsecond, at least 1 ms (the kernel's minimum).
     for cpus, want in (("1.5", "150000 100000"), ("0.333333", "33333 100000"), ("0.000001", "1000 100000")):

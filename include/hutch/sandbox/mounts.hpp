@@ -47,9 +47,10 @@ std::vector<UniqueFd> open_bind_sources(const std::vector<BindMount>& binds);
 void enter_overlay_root(const HostSide& host);
 
 // Whether a sandbox can do without a writable layer: a --read-only run of one layer that already
-// has every mount point the sandbox needs (nothing may be created in the base). Its root is then
-// a read-only bind of that layer, with no scratch directory and no overlay to set up.
-bool read_only_bind_will_do(const SandboxSpec& spec);
+// has every mount point the sandbox needs (nothing may be created in the base), and whose
+// processes may not remount / (`may_remount`: CAP_SYS_ADMIN). Its root is then a read-only bind of
+// that layer, with no writable layer and no overlay to set up.
+bool read_only_bind_will_do(const SandboxSpec& spec, bool may_remount);
 // Step 4. `tty_gid_mapped`: gid 5 exists in the namespace, so devpts can give ptys group tty.
 void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped);
 // With -t, as docker does: the terminal's slave (an open fd) is bound over /dev/console.

@@ -30,18 +30,22 @@ struct Scratch {
     std::string dir;
     std::string mount_point;
     FileLock lock;
+    bool writable = true;  // false: the root is a read-only bind, no upper/ or work/ to make
     std::string upper() const { return dir + "/upper"; }
     std::string work() const { return dir + "/work"; }
 };
 
 // Where a sandbox's directory would be; creates nothing.
 Scratch plan_scratch(const Paths& paths, const std::string& name);
-// Creates the planned directory and takes its lock; fails if the name is in use.
-// `owner_uid`/`owner_gid`: who must own upper/ and work/ (the sandbox's root, seen from the host).
+// Creates the planned directory and takes its lock, which reserves the name (a cgroup or state of
+// that name is then stale); fails if the name is in use. `owner_uid`/`owner_gid`: who must own
+// the directory and its layers (the sandbox's root, seen from the host).
+void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid);
+// upper/ and work/ in a reserved directory.
+void create_layers(const Scratch& s, uid_t owner_uid, gid_t owner_gid);
+// Both of the above.
 void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid);
 Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_uid, gid_t owner_gid);
-// The shared mount point alone, for a sandbox without a directory of its own.
-void ensure_mount_point(const Scratch& s);
 // Takes the lock of an existing sandbox directory (to start it again).
 Scratch open_scratch(const Paths& paths, const std::string& name);
 // Removes a sandbox directory whatever its files' owners (subordinate ids included).
