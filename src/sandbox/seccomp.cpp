@@ -790,33 +790,36 @@ std::string cache_key(const std::string& profile, const std::vector<std::string>
     return hex(sha256(material));
 }
 
-// A cache file is the program followed by its SHA-256, so a damaged file is noticed even when its
-// size still looks like a program.
 std::optional<std::string> read_cached(const std::string& file) {
-    std::string data;
     try {
-        data = fs::read_file(file);
+        return unseal(fs::read_file(file));
     } catch (const Error&) {
         return std::nullopt;
     }
-    if (data.size() < kDigestSize + sizeof(sock_filter)) return std::nullopt;
-    std::string prog = data.substr(0, data.size() - kDigestSize);
-    if (prog.size() % sizeof(sock_filter) != 0 || prog.size() / sizeof(sock_filter) > kMaxInstructions)
-        return std::nullopt;
-    if (sha256(prog) != data.substr(prog.size())) return std::nullopt;
-    return prog;
 }
 
 // The cache only saves time: failing to write it is not an error.
 void write_cached(const std::string& dir, const std::string& file, const std::string& prog) {
     try {
         fs::make_dirs(dir, 0700);
-        fs::write_file_atomic(file, prog + sha256(prog), 0600);
+        fs::write_file_atomic(file, seal(prog), 0600);
     } catch (const Error&) {
     }
 }
 
 }  // namespace
+
+std::string seal(const std::string& program) { return program + sha256(program); }
+
+std::optional<std::string> unseal(const std::string& data, bool allow_empty) {
+    if (data.size() < kDigestSize) return std::nullopt;
+    std::string prog = data.substr(0, data.size() - kDigestSize);
+    if ((prog.empty() && !allow_empty) || prog.size() % sizeof(sock_filter) != 0 ||
+        prog.size() / sizeof(sock_filter) > kMaxInstructions)
+        return std::nullopt;
+    if (sha256(prog) != data.substr(prog.size())) return std::nullopt;
+    return prog;
+}
 
 Program compile(const std::string& json_text, const std::string& source, const std::vector<std::string>& caps) {
     Host host = current_host(caps);

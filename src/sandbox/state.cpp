@@ -9,11 +9,11 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
-#include "hutch/core/digest.hpp"
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/sandbox/cgroup.hpp"
 #include "hutch/sandbox/idmap.hpp"
+#include "hutch/sandbox/seccomp.hpp"
 
 namespace hutch {
 
@@ -223,12 +223,11 @@ SandboxSpec load_config(const Paths& paths, const std::string& name) {
     return spec_from_json(text, path);
 }
 
-// "sha256:<hex of the rest>\n", then "unconfined" or "program\n" and the instructions.
+// The program sealed as seccomp caches it; no instructions: unconfined.
 static std::string filter_path(const Paths& paths, const std::string& name) { return dir_of(paths, name) + "/seccomp"; }
 
 void save_filter(const Paths& paths, const std::string& name, const SavedFilter& filter) {
-    std::string body = filter.unconfined ? std::string("unconfined") : "program\n" + filter.program;
-    fs::write_file_atomic(filter_path(paths, name), digest::of(body) + "\n" + body, 0600);
+    fs::write_file_atomic(filter_path(paths, name), seccomp::seal(filter.unconfined ? "" : filter.program), 0600);
 }
 
 std::optional<SavedFilter> load_filter(const Paths& paths, const std::string& name) {
@@ -240,15 +239,9 @@ std::optional<SavedFilter> load_filter(const Paths& paths, const std::string& na
         if (e.error_number() == ENOENT) return std::nullopt;
         throw;
     }
-    size_t nl = data.find('\n');
-    std::string body = nl == std::string::npos ? "" : data.substr(nl + 1);
-    SavedFilter f;
-    if (nl == std::string::npos || data.compare(0, nl, digest::of(body)) != 0 ||
-        !(body == "unconfined" || body.rfind("program\n", 0) == 0))
-        fail("the sandbox's seccomp program is damaged", path, "remove the sandbox and create it again");
-    f.unconfined = body == "unconfined";
-    if (!f.unconfined) f.program = body.substr(8);
-    return f;
+    std::optional<std::string> program = seccomp::unseal(data, true);
+    if (!program) fail("the sandbox's seccomp program is damaged", path, "remove the sandbox and create it again");
+    return SavedFilter{program->empty(), std::move(*program)};
 }
 
 bool exists(const Paths& paths, const std::string& name) { return fs::exists(dir_of(paths, name)); }

@@ -2,6 +2,7 @@
 // architecture. Compiling costs milliseconds, so programs are cached on disk by a digest of their inputs.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,13 @@ Program compile(const std::string& json_text, const std::string& source, const s
 // Reads and compiles `path`, reusing `<cache_dir>/<sha256 of (profile, caps, arch)>.bpf` when present.
 // An empty cache_dir disables the cache.
 Program load(const std::string& path, const std::vector<std::string>& caps, const std::string& cache_dir);
+
+// A program as kept on disk (the cache, a persistent sandbox's state): its instructions followed
+// by their SHA-256, so that damage shows even where the size still looks like a program.
+std::string seal(const std::string& program);
+// The instructions of sealed data, or nullopt when damaged or no program (empty only when
+// `allow_empty`).
+std::optional<std::string> unseal(const std::string& data, bool allow_empty = false);
 
 // Installs the program on the calling thread (seccomp(SECCOMP_SET_MODE_FILTER)). no_new_privs must be set.
 void install(const Program& program);
