@@ -16,20 +16,23 @@ namespace hutch::fs {
 std::string read_file(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_errno("cannot read", path);
+    return read_fd(fd.get(), path);
+}
+
+std::string read_fd(int fd, const std::string& shown_path) {
     std::string out;
     char buf[16384];
     for (;;) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        ssize_t n = ::read(fd, buf, sizeof buf);
         if (n < 0) {
             if (errno == EINTR) continue;
-            throw_errno("cannot read", path);
+            throw_errno("cannot read", shown_path);
         }
         if (n == 0) break;
         out.append(buf, static_cast<size_t>(n));
     }
     return out;
 }
-
 
 void write_file_atomic(const std::string& path, const std::string& data, mode_t mode) {
     std::string tmp = path + ".tmp" + std::to_string(::getpid());

@@ -14,7 +14,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
-#include <sstream>
 #include <toml++/toml.h>
 
 #include "hutch/core/duration.hpp"
@@ -353,11 +352,13 @@ public:
 
 private:
     using FileId = std::pair<dev_t, ino_t>;
-    struct Read {
-        std::string text;
+    struct Opened {
+        UniqueFd fd;
         FileId id;
     };
-    Read read(const std::string& file, const toml::node* site);
+    Opened open(const std::string& file, const toml::node* site);
+    std::string read(const Opened& o, const std::string& file, const toml::node* site);
+    [[noreturn]] void cannot_read(const std::string& file, const toml::node* site, int err);
     toml::table parse(const std::string& text, const std::string& file);
     std::vector<FileId> stack_;              // the files being loaded, outermost first
     std::vector<std::string> stack_shown_;   // the same, as shown
@@ -373,29 +374,32 @@ private:
     void set_origin(const std::string& key, const toml::node& n) { policy.origins[key] = at(n.source()); }
 };
 
-// The policy file's text and identity, with one open: a file named twice (through links or
-// relative paths) is recognised by its inode, which realpath's walk would cost several calls.
-Loader::Read Loader::read(const std::string& file, const toml::node* site) {
-    Read r;
+// The policy file, open, and its identity: a file named twice (through links or relative
+// paths) is recognised by its inode, which realpath's walk would cost several calls to find.
+Loader::Opened Loader::open(const std::string& file, const toml::node* site) {
+    Opened o;
     int err = 0;
-    UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    o.fd.reset(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st;
-    if (!fd || ::fstat(fd.get(), &st) != 0) err = errno;
+    if (!o.fd || ::fstat(o.fd.get(), &st) != 0) err = errno;
     else if (S_ISDIR(st.st_mode)) err = EISDIR;  // a directory would read as an empty, valid policy
-    if (err == 0) {
-        r.id = {st.st_dev, st.st_ino};
-        char buf[8192];
-        ssize_t n;
-        while ((n = ::read(fd.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-            if (n > 0) r.text.append(buf, static_cast<size_t>(n));
-        if (n < 0) err = errno;
+    if (err != 0) cannot_read(file, site, err);
+    o.id = {st.st_dev, st.st_ino};
+    return o;
+}
+
+std::string Loader::read(const Opened& o, const std::string& file, const toml::node* site) {
+    try {
+        return fs::read_fd(o.fd.get(), file);
+    } catch (const Error& e) {
+        cannot_read(file, site, e.error_number());
     }
-    if (err != 0) {
-        if (site) bad(site->source(), "cannot read the included policy " + file + ": " + std::strerror(err),
-                      "include paths are relative to the including file; " + shipped_hint());
-        throw Error("cannot read policy", file, err, shipped_hint());
-    }
-    return r;
+}
+
+void Loader::cannot_read(const std::string& file, const toml::node* site, int err) {
+    if (site) bad(site->source(), "cannot read the included policy " + file + ": " + std::strerror(err),
+                  "include paths are relative to the including file; " + shipped_hint());
+    throw Error("cannot read policy", file, err, shipped_hint());
 }
 
 toml::table Loader::parse(const std::string& text, const std::string& file) {
@@ -407,15 +411,15 @@ toml::table Loader::parse(const std::string& text, const std::string& file) {
 }
 
 void Loader::load_file(const std::string& file, const toml::node* site) {
-    Read r = read(file, site);
-    const FileId key = r.id;
+    Opened f = open(file, site);
+    const FileId key = f.id;
     if (auto it = std::find(stack_.begin(), stack_.end(), key); it != stack_.end()) {
         std::string cycle;
         for (auto s = stack_shown_.begin() + (it - stack_.begin()); s != stack_shown_.end(); ++s) cycle += *s + " -> ";
         bad(site->source(), "include cycle: " + cycle + file, "remove one of these includes");
     }
     if (std::find(merged_.begin(), merged_.end(), key) != merged_.end()) return;
-    toml::table t = parse(r.text, file);
+    toml::table t = parse(read(f, file, site), file);
     stack_.push_back(key);
     stack_shown_.push_back(file);
     only_keys(t, "", {"include", "network", "limits", "ceilings", "capabilities", "seccomp", "mounts", "env"});

@@ -856,7 +856,7 @@ Program load(const std::string& path, const std::vector<std::string>& caps, cons
                                  std::to_string(st.st_ctim.tv_nsec);
     std::string file = cache_dir + "/" + cache_key(identity, caps) + ".bpf";
     if (auto cached = read_cached(file)) return Program{std::move(*cached)};
-    Program prog = compile(fs::read_file(path), path, caps);
+    Program prog = compile(fs::read_fd(fd.get(), path), path, caps);
     write_cached(cache_dir, file, prog.bytes);
     return prog;
 }

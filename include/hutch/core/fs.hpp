@@ -7,6 +7,8 @@
 namespace hutch::fs {
 
 std::string read_file(const std::string& path);
+// The rest of an open file; `shown_path` names it in errors.
+std::string read_fd(int fd, const std::string& shown_path);
 // Writes via a temporary file in the same directory and rename(2), so readers see old or new.
 void write_file_atomic(const std::string& path, const std::string& data, mode_t mode = 0600);
 // mkdir -p; existing directories are fine. Returns true if the last component was created.
