@@ -339,7 +339,9 @@ Hierarchy locate(const std::vector<std::string>& controllers) {
 std::optional<Hierarchy> prepared_root_parent() {
     // Whether this is cgroup2 at all shows in Cgroup::create, without a statfs here: a mkdir into a
     // parent that is missing writes nothing, and only a cgroup has control files to write.
-    if (::geteuid() != 0 || std::getenv("HUTCH_CGROUP_PARENT")) return std::nullopt;
+    // As inspect() reads it: an empty HUTCH_CGROUP_PARENT is no parent given.
+    const char* env = std::getenv("HUTCH_CGROUP_PARENT");
+    if (::geteuid() != 0 || (env && *env)) return std::nullopt;
     return Hierarchy{"/sys/fs/cgroup", "/sys/fs/cgroup/hutch"};
 }
 
@@ -403,7 +405,7 @@ Stats Cgroup::stats() const {
             if (w.rfind("wbytes=", 0) == 0) s.io_write_bytes += std::strtoull(w.c_str() + 7, nullptr, 10);
         }
     }
-    s.oom_kills = stat_field(read_at(d, "memory.events"), "oom_kill");
+    s.oom_kills = oom_kills();
     s.pids_max_events = stat_field(read_at(d, "pids.events"), "max");
     return s;
 }

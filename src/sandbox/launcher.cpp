@@ -424,9 +424,10 @@ int go_between_main(void* arg) {
         ::_exit(1);
     }
     g->init = pid;
-    if (!idmap::write_map_file(pid, "uid_map", g->uid_map) || !idmap::write_map_file(pid, "gid_map", g->gid_map)) {
+    if (!idmap::write_map_file(pid, "uid_map", g->uid_map)) g->failed = "cannot write the sandbox's uid_map";
+    else if (!idmap::write_map_file(pid, "gid_map", g->gid_map)) g->failed = "cannot write the sandbox's gid_map";
+    if (g->failed) {
         g->err = errno;
-        g->failed = "cannot write the sandbox's id maps";
         ::_exit(1);
     }
     ::_exit(0);
@@ -444,7 +445,7 @@ pid_t clone_nested(Birth& b, int* pidfd) {
             ::close(*pidfd);
         }
         errno = g.err;
-        throw_errno(g.failed, "", "see 'hutch doctor'");
+        throw_errno(g.failed, g.init > 0 ? "pid " + std::to_string(g.init) : "", "see 'hutch doctor'");
     }
     return g.init;
 }
@@ -1007,8 +1008,11 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     uint64_t ooms_before = cg ? cg->oom_kills() : 0;
     // Opened here, with the host's view and credentials, which the kernel checks the move
     // against: the command moves itself in before its execve.
+    // (With a pids limit the command is born in the cgroup instead: see below.)
+    const bool born_in_cgroup = cg && spec.resources.pids > 0;
     UniqueFd cgroup_procs;
-    if (cg && !(cgroup_procs = UniqueFd(::openat(cg->fd(), "cgroup.procs", O_WRONLY | O_CLOEXEC))))
+    if (cg && !born_in_cgroup &&
+        !(cgroup_procs = UniqueFd(::openat(cg->fd(), "cgroup.procs", O_WRONLY | O_CLOEXEC))))
         throw_errno("cannot open the sandbox's cgroup", live->cgroup + "/cgroup.procs");
     trace("front end: seccomp program and cgroup");
 
@@ -1036,7 +1040,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     ctx.tty_slave = tty.slave.get();
     ctx.cgroupns_of = init_fd.get();
     int child_pidfd = -1;
-    if (cg && spec.resources.pids > 0) {
+    if (born_in_cgroup) {
         // A move into a cgroup is not bounded by its pids.max (the kernel lets organisational
         // moves through); a birth inside it is. With a pids limit the command is born there.
         struct clone_args args {};
