@@ -44,10 +44,8 @@ UniqueFd udp_socket(int family, const char* what, const std::string& where) {
 UniqueFd listen_dns(int family) {
     const std::string where = family == AF_INET ? "127.0.0.1:53" : "[::1]:53";
     UniqueFd fd = udp_socket(family, "cannot open the DNS forwarder's socket", where);
-    if (!fd) {
-        if (family == AF_INET6) return {};  // no IPv6 here
-        throw_errno("cannot open the DNS forwarder's socket", where);
-    }
+    if (!fd && family == AF_INET6) return {};  // no IPv6 here
+    if (!fd) throw_errno("cannot open the DNS forwarder's socket", where, "this kernel offers no IPv4");
     Ip loopback = *parse_ip(family == AF_INET ? "127.0.0.1" : "::1");
     if (family == AF_INET6) {
         int one = 1;
@@ -56,7 +54,7 @@ UniqueFd listen_dns(int family) {
     sockaddr_storage ss;
     socklen_t len = dns_address(loopback, 0, ss);
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-        if (family == AF_INET6 && (errno == EADDRNOTAVAIL || errno == EAFNOSUPPORT)) return {};  // no ::1
+        if (family == AF_INET6 && errno == EADDRNOTAVAIL) return {};  // IPv6 off in this namespace: no ::1
         throw_errno("cannot listen for DNS", where);
     }
     return fd;
