@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -845,7 +846,7 @@ Program load(const std::string& path, const std::vector<std::string>& caps, cons
     if (cache_dir.empty()) return compile(fs::read_file(path), path, caps);
     // The profile is keyed by which file it is and when it last changed, not by its text: a hit
     // then reads and hashes nothing of a 20 KB profile. Any write changes ctime (which no one can
-    // set back), and a replaced file is another inode. Opening it checks that the caller may
+    // set back; see below for its granularity), and a replaced file is another inode. Opening it checks that the caller may
     // read it, as compiling it would.
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st;
@@ -857,7 +858,12 @@ Program load(const std::string& path, const std::vector<std::string>& caps, cons
     std::string file = cache_dir + "/" + cache_key(identity, caps) + ".bpf";
     if (auto cached = read_cached(file)) return Program{std::move(*cached)};
     Program prog = compile(fs::read_fd(fd.get(), path), path, caps);
-    write_cached(cache_dir, file, prog.bytes);
+    // Timestamps are coarse (a clock tick, seconds on some filesystems): a profile changed just
+    // now may change again with the same ctime, which would then hit this entry. Such a profile
+    // is compiled each time until it is older than any tick.
+    struct timespec now;
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    if (now.tv_sec - st.st_ctim.tv_sec >= 3) write_cached(cache_dir, file, prog.bytes);
     return prog;
 }
 

@@ -630,6 +630,8 @@ TEST_CASE("seccomp: an edited profile is compiled again, even at the same size")
     hutch::fs::write_file_atomic(profile, text);
     sc::Program first = sc::load(profile, kDefaultCaps, dir + "/cache");
     CHECK(first.bytes == sc::compile(text, profile, kDefaultCaps).bytes);
+    // Changed just now: not cached, so that an edit within the same timestamp tick cannot hit it.
+    CHECK(list_dir(dir + "/cache").empty());
     // In place, same length: only the default errno changes (1 → 7).
     auto at = text.find("\"defaultErrnoRet\": 1,");
     REQUIRE(at != std::string::npos);
@@ -648,6 +650,7 @@ TEST_CASE("seccomp: an edited profile is compiled again, even at the same size")
         ::chmod(profile.c_str(), 0);
         CHECK_THROWS_AS(sc::load(profile, kDefaultCaps, dir + "/cache"), hutch::Error);
     }
+    hutch::fs::remove_tree(dir);
 }
 
 TEST_CASE("seccomp: load reports unreadable profiles; install refuses malformed programs") {
