@@ -4,7 +4,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from hutchlib import ROOTFS_SRC, guarded, ok
+from hutchlib import ROOTFS_SRC, guarded, kill_quietly, ok
 
 
 def test_writes_never_reach_the_base(h):
@@ -120,7 +120,9 @@ def test_dev_proc_and_sys_layout(h):
         # Opened for appending and closed at once: refused on a read-only mount, and nothing
         # is written even if it were not (busybox's test -w trusts root blindly).
         "( exec 3>>/proc/sys/net/ipv4/ip_forward ) 2>/dev/null && echo PROC-SYS-WRITABLE; "
-        "awk '$5 == \"/dev/pts\" || $5 == \"/dev/mqueue\" { print \"FS \" $5 \" \" $9 }' /proc/self/mountinfo; "
+        # The filesystem type is the field after the "-" that ends the optional fields.
+        "awk '$5 == \"/dev/pts\" || $5 == \"/dev/mqueue\" { for (i = 7; $i != \"-\"; i++) ; "
+        "print \"FS \" $5 \" \" $(i + 1) }' /proc/self/mountinfo; "
         "awk '$5 == \"/dev/pts\"' /proc/self/mountinfo"
     )
     cp = ok(guarded(h.sh(script)))
@@ -170,8 +172,7 @@ def test_read_only_root_of_one_layer_is_a_bind_without_a_writable_layer(h):
         p.stdin.flush()
         assert p.wait(timeout=30) == 0
     finally:
-        if p.poll() is None:
-            p.kill()
+        kill_quietly(p)
     guarded(subprocess.CompletedProcess(p.args, 0, out, ""))
     assert "CREATED-ROOT" not in out and "Read-only file system" in out, out
     assert _root_fstype(out) not in ("", "overlay"), out

@@ -4,13 +4,12 @@ instead of running newuidmap and newgidmap on every start."""
 import json
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from hutchlib import ok, parse_idmap, wait_until
+from hutchlib import alive, ok, parse_idmap, proc_stat, wait_until
 
 
 def _needs_keeper(h):
@@ -25,19 +24,26 @@ def _record(h) -> tuple[int, int]:
     return int(pid), int(start)
 
 
-def _alive(pid: int, start: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return int(stat[stat.rfind(")") + 2:].split()[19]) == start
+def _gone(pid: int, start: int) -> bool:
+    """Reaped, not only dead: a zombie keeper's user namespace can still be joined, and hutch
+    rightly keeps using it until the zombie is gone."""
+    st = proc_stat(pid)
+    return st is None or st[3] != start
+
+
+def _kill_keeper(pid: int, start: int, sig: int):
+    """Signals the keeper this test's hutch started, after checking the pid is still it (it
+    leaves by itself when idle, and its pid could be reused)."""
+    assert alive(pid, start), f"keeper {pid} is gone already"
+    os.kill(pid, sig)
+    assert wait_until(lambda: _gone(pid, start), 5), f"keeper {pid} still there"
 
 
 def test_keeper_is_shared_and_holds_nothing_of_ours(h):
     _needs_keeper(h)
     ok(h("run", "--", "true"))
     pid, start = _record(h)
-    assert _alive(pid, start)
+    assert alive(pid, start)
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "hutch-pause"
     assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"hutch-pause"
     assert os.stat(f"/proc/{pid}").st_uid == h.mode.uid
@@ -58,8 +64,7 @@ def test_a_killed_keeper_is_replaced(h):
     _needs_keeper(h)
     ok(h("run", "--", "true"))
     pid, start = _record(h)
-    os.kill(pid, signal.SIGKILL)  # started by this test's hutch
-    assert wait_until(lambda: not _alive(pid, start), 5)
+    _kill_keeper(pid, start, signal.SIGKILL)
     cp = ok(h.sh("id -u; cat /proc/self/uid_map"))
     assert cp.stdout.split()[0] == "0", cp.stdout
     assert _record(h)[0] != pid
@@ -70,11 +75,9 @@ def test_a_record_naming_another_process_is_not_trusted(h):
     state = h.root / "run"
     ok(h("run", "--", "true"))  # creates the state directory
     pid, start = _record(h)
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not _alive(pid, start), 5)
+    _kill_keeper(pid, start, signal.SIGKILL)
     # pid 1 (root's) with its true start time: its user namespace is not the caller's.
-    stat = Path("/proc/1/stat").read_text()
-    init_start = stat[stat.rfind(")") + 2:].split()[19]
+    init_start = proc_stat(1)[3]
     text = (state / "pause").read_text().splitlines(keepends=True)
     (state / "pause").write_text(f"1 {init_start}\n" + "".join(text[1:]))
     cp = ok(h.sh("cat /proc/self/uid_map"))
@@ -90,7 +93,7 @@ def test_sandboxes_outlive_an_idle_keeper(h):
     try:
         pid, start = _record(h)
         # Unused for its idle time, it leaves by itself.
-        assert wait_until(lambda: not _alive(pid, start), 10), f"keeper {pid} still running"
+        assert wait_until(lambda: _gone(pid, start), 10), f"keeper {pid} still there"
         # The sandbox's namespaces do not depend on it.
         cp = ok(h("exec", name, "--", "sh", "-c", "echo alive; id -u"))
         assert cp.stdout.split() == ["alive", "0"], cp.stdout
@@ -113,5 +116,4 @@ def test_keeper_ends_on_sigterm(h):
     blocked = int(next(l for l in status.splitlines() if l.startswith("SigBlk:")).split()[1], 16)
     ignored = int(next(l for l in status.splitlines() if l.startswith("SigIgn:")).split()[1], 16)
     assert blocked == 0 and ignored == 0, status
-    os.kill(pid, signal.SIGTERM)  # started by this test's hutch
-    assert wait_until(lambda: not _alive(pid, start), 5)
+    _kill_keeper(pid, start, signal.SIGTERM)

@@ -17,7 +17,7 @@ inline void trace(const char* what) {
     if (!on) return;
     struct timespec ts;
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    std::fprintf(stderr, "[%ld.%06ld %d] %s\n", static_cast<long>(ts.tv_sec % 1000), ts.tv_nsec / 1000, ::getpid(),
+    std::fprintf(stderr, "[%ld.%06ld %d] %s\n", static_cast<long>(ts.tv_sec), ts.tv_nsec / 1000, ::getpid(),
                  what);
 }
 
