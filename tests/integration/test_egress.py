@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import netlab
-from hutchlib import describe, guarded, host_processes, wait_until
+from hutchlib import assert_hutch_error, describe, guarded, host_processes, wait_until
 
 REASON = netlab.unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"egress tests: {REASON}")
@@ -323,13 +323,10 @@ def test_pasta_failure_is_explained_by_pasta(lab, h1):
     policy = write_policy(h1, "egress.toml", MAIN_POLICY)
     env = {"HUTCH_PASTA": str(fake)}
     cp = run_egress(lab, h1, "run", "--policy", policy, "--", "true", env=env)
-    assert cp.returncode == 125, describe(cp)
-    assert "network did not come up" in cp.stderr and "pasta said: fake pasta: cannot open /dev/net/tun" in cp.stderr, \
-        describe(cp)
+    assert_hutch_error(cp, "network did not come up", "pasta said: fake pasta: cannot open /dev/net/tun")
     cp = run_egress(lab, h1, "create", "--name", "nopasta", "--policy", policy, env=env)
     try:
-        assert cp.returncode == 125, describe(cp)
-        assert "pasta said: fake pasta: cannot open /dev/net/tun" in cp.stderr, describe(cp)
+        assert_hutch_error(cp, "network did not come up", "pasta said: fake pasta: cannot open /dev/net/tun")
         assert run_egress(lab, h1, "inspect", "nopasta").returncode != 0, "a failed create leaves no sandbox"
     finally:
         run_egress(lab, h1, "rm", "-f", "nopasta")

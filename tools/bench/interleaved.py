@@ -3,7 +3,7 @@
 
 Runs each command once per round, round after round (A B C A B C ...), and prints the median and
 quartiles of each. hyperfine runs one command's runs in a block, so on a VM whose speed drifts
-from minute to minute (this project's does, by 10-20%), two blocks can differ by more than the
+from minute to minute (this project's does, by 10-30%), two blocks can differ by more than the
 commands do; interleaving gives every command the same conditions. Each CMD is one shell-quoted
 string, run without a shell; the times include Python's fork and exec of it (the same for all).
 A command may leave work to the kernel after it exits (a network namespace is torn down by a
@@ -27,6 +27,8 @@ def main() -> int:
     ap.add_argument("--json", help="also write the medians and quartiles here, in the commands' order")
     ap.add_argument("commands", nargs="+")
     args = ap.parse_args()
+    if args.runs < 2:
+        ap.error("--runs must be at least 2 (quartiles need two runs)")
     cmds = [shlex.split(c) for c in args.commands]
     times = [[] for _ in cmds]
     failures = [0 for _ in cmds]
@@ -35,10 +37,9 @@ def main() -> int:
             t = time.perf_counter()
             rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
             elapsed = (time.perf_counter() - t) * 1000
-            if round_ < args.warmup:
-                continue
-            times[i].append(elapsed)
-            failures[i] += rc != 0
+            if round_ >= args.warmup:
+                times[i].append(elapsed)
+                failures[i] += rc != 0
             if args.gap:
                 time.sleep(args.gap / 1000)
     gap = f", {args.gap:g} ms apart" if args.gap else ""

@@ -81,7 +81,7 @@ HELPER_SRC=$(dirname "$HUTCH_SRC")/hutch-image
 
 IS_ROOT=0
 [ "$(id -u)" -ne 0 ] || IS_ROOT=1
-. "$(dirname "$0")/identities.sh"
+. "$SCRIPT_DIR/identities.sh"
 
 if [ ! -e "$DEBIAN_LAYOUT/index.json" ]; then
     [ "$IS_ROOT" -eq 1 ] || die "no OCI layout at $DEBIAN_LAYOUT, and building one needs root (rootfs/debian/build.sh)"

@@ -75,7 +75,7 @@ done
 [ -d "$BASE_ROOTFS" ] || die "no root filesystem tree at $BASE_ROOTFS (build hutch first)"
 
 # The identities to measure: "label user" pairs; an empty user is the invoking identity.
-. "$(dirname "$0")/identities.sh"
+. "$SCRIPT_DIR/identities.sh"
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -222,7 +222,7 @@ setup_crun() {
     fi
 }
 
-declare -A MEDIAN FAILS IMEDIAN
+declare -A MEDIAN FAILS IMEDIAN IFAILS
 declare -a ORDER=(hutch-run hutch-run-ro hutch-exec bwrap crun-net crun-raw nsenter unshare true)
 declare -A TITLE=(
     [hutch-run]="hutch run --rootfs ROOT true"
@@ -325,11 +325,14 @@ bench_set() {
         done
         cp "$SCRIPT_DIR/interleaved.py" "$W/bin/"
         echo "=== $SET_LABEL: interleaved (${#icmds[@]} commands, $INTERLEAVED_RUNS rounds, --gap 10) ==="
-        if run_as python3 "$W/bin/interleaved.py" --runs "$INTERLEAVED_RUNS" --gap 10 --json "$W/json/interleaved.json" \
-            "${icmds[@]}"; then
+        # It exits 1 when any run failed; the medians are kept, marked (!) as in the first table.
+        run_as python3 "$W/bin/interleaved.py" --runs "$INTERLEAVED_RUNS" --gap 10 --json "$W/json/interleaved.json" \
+            "${icmds[@]}" || true
+        if [ -s "$W/json/interleaved.json" ]; then
             cp "$W/json/interleaved.json" "$OUT/interleaved-$SET_LABEL.json"
             for i in "${!inames[@]}"; do
                 IMEDIAN[$SET_LABEL|${inames[$i]}]=$(jq -r ".results[$i].median_ms" "$W/json/interleaved.json")
+                IFAILS[$SET_LABEL|${inames[$i]}]=$(jq -r ".results[$i].failed" "$W/json/interleaved.json")
             done
         else
             note "$SET_LABEL: interleaved run failed"
@@ -408,7 +411,12 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
             printf '%-32s' "${TITLE[$key]}"
             for set in "${SETS[@]}"; do
                 v=${IMEDIAN[${set%%:*}|$key]:-}
-                printf '%14s' "$([ -n "$v" ] && awk -v v="$v" 'BEGIN { printf "%.2f", v }' || echo skipped)"
+                cell=skipped
+                if [ -n "$v" ]; then
+                    cell=$(awk -v v="$v" 'BEGIN { printf "%.2f", v }')
+                    [ "${IFAILS[${set%%:*}|$key]:-0}" -eq 0 ] || cell="$cell(!)"
+                fi
+                printf '%14s' "$cell"
             done
             echo
         done
