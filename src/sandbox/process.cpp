@@ -167,8 +167,8 @@ void exec_process(const ProcessContext& ctx) {
             throw_errno("cannot join the sandbox's cgroup namespace");
         // An exec'd process arrives with the host credentials of `hutch exec`: for root that uid
         // is not mapped in the namespace, and files it made would be unownable. Be its root first.
-        if (!ctx.idmap->deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
         trace("command: forked");
+        if (!ctx.idmap->deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
         reset_signals();
         setup_stdio(ctx);

@@ -644,9 +644,10 @@ std::optional<uint32_t> emulate(const std::vector<sock_filter>& prog, uint32_t n
     return std::nullopt;
 }
 
-// A search over ranges of syscall numbers with one action each; nullopt when it cannot be built.
-std::optional<std::vector<sock_filter>> compact_stage(uint32_t arch, const std::vector<Entry>& entries,
-                                                      uint32_t default_action, uint32_t marker) {
+// A search over ranges of syscall numbers with one action each (used where it answers as
+// libseccomp's stage does: see compile()).
+std::vector<sock_filter> compact_stage(uint32_t arch, const std::vector<Entry>& entries,
+                                     uint32_t default_action, uint32_t marker) {
     std::map<uint32_t, uint32_t> actions;
     for (const auto& e : entries) {
         // A pseudo-number (socketcall's recv on x86_64) is no number on this architecture; if
@@ -832,8 +833,8 @@ Program compile(const std::string& json_text, const std::string& source, const s
         ArchRules rules = rules_for_arch(profile, arch, host.arch, parser);
         if (!rules.conditional.empty()) stages.push_back(conditional_stage(arch, rules.conditional, marker, source));
         std::vector<sock_filter> stage = unconditional_stage(arch, rules.unconditional, profile.default_action, marker, source);
-        auto compact = compact_stage(arch, rules.unconditional, profile.default_action, marker);
-        stages.push_back(compact && same_answers(stage, *compact, arch) ? *compact : stage);
+        std::vector<sock_filter> compact = compact_stage(arch, rules.unconditional, profile.default_action, marker);
+        stages.push_back(same_answers(stage, compact, arch) ? compact : stage);
     }
     std::vector<sock_filter> prog = link_stages(stages, marker);
     if (prog.size() > kMaxInstructions)
