@@ -371,6 +371,31 @@ for set in "${SETS[@]}"; do
 done
 
 # ----------------------------------------------------------------------------------------------
+# print_table MEDIANS FAILS ROWS: one row per benchmark (ROWS "measured": only those the first
+# identity has), one column per identity; medians in ms, (!) where runs failed.
+print_table() {
+    local -n medians=$1 fails=$2
+    local key set label v cell
+    printf '%-32s' "benchmark"
+    for set in "${SETS[@]}"; do printf '%14s' "${set%%:*}"; done
+    echo
+    for key in "${ORDER[@]}"; do
+        [ "$3" = all ] || [ -n "${medians[${SETS[0]%%:*}|$key]:-}" ] || continue
+        printf '%-32s' "${TITLE[$key]}"
+        for set in "${SETS[@]}"; do
+            label=${set%%:*}
+            v=${medians[$label|$key]:-}
+            cell=skipped
+            if [ -n "$v" ]; then
+                cell=$(awk -v v="$v" 'BEGIN { printf "%.2f", v }')
+                [ "${fails[$label|$key]:-0}" -eq 0 ] || cell="$cell(!)"
+            fi
+            printf '%14s' "$cell"
+        done
+        echo
+    done
+}
+
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 {
     echo
@@ -378,24 +403,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     echo "kernel $(uname -r), $(nproc) CPUs${CPU_MODEL:+ ($CPU_MODEL)}, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "$("$HUTCH_SRC" --version 2>/dev/null | head -n 1), $(crun --version 2>/dev/null | head -n 1),"\
          "$(bwrap --version 2>/dev/null), $(hyperfine --version)"
-    printf '%-32s' "benchmark"
-    for set in "${SETS[@]}"; do printf '%14s' "${set%%:*}"; done
-    echo
-    for key in "${ORDER[@]}"; do
-        printf '%-32s' "${TITLE[$key]}"
-        for set in "${SETS[@]}"; do
-            label=${set%%:*}
-            v=${MEDIAN[$label|$key]:-}
-            if [ -z "$v" ]; then
-                cell=skipped
-            else
-                cell=$(awk -v v="$v" 'BEGIN { printf "%.2f", v }')
-                [ "${FAILS[$label|$key]:-0}" -eq 0 ] || cell="$cell(!)"
-            fi
-            printf '%14s' "$cell"
-        done
-        echo
-    done
+    print_table MEDIAN FAILS all
     echo "crun net = (nsenter + crun run) - ((nsenter + true) - true): nsenter enters the helper namespace"
     echo "that hides the hybrid cgroup tree from crun; its own cost is measured and subtracted."
     echo "(!) = some measured runs exited non-zero. Raw hyperfine JSON/markdown: $OUT"
@@ -403,23 +411,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
         echo
         echo "The same, interleaved: $INTERLEAVED_RUNS alternating rounds, 10 ms apart (tools/bench/interleaved.py"
         echo "--gap 10); medians in ms, each including Python's fork and exec of the command (see the true row)"
-        printf '%-32s' "benchmark"
-        for set in "${SETS[@]}"; do printf '%14s' "${set%%:*}"; done
-        echo
-        for key in "${ORDER[@]}"; do
-            [ -n "${IMEDIAN[${SETS[0]%%:*}|$key]:-}" ] || continue
-            printf '%-32s' "${TITLE[$key]}"
-            for set in "${SETS[@]}"; do
-                v=${IMEDIAN[${set%%:*}|$key]:-}
-                cell=skipped
-                if [ -n "$v" ]; then
-                    cell=$(awk -v v="$v" 'BEGIN { printf "%.2f", v }')
-                    [ "${IFAILS[${set%%:*}|$key]:-0}" -eq 0 ] || cell="$cell(!)"
-                fi
-                printf '%14s' "$cell"
-            done
-            echo
-        done
+        print_table IMEDIAN IFAILS measured
     fi
     if [ -s "$NOTES_FILE" ]; then
         echo "Not measured / problems:"
