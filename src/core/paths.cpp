@@ -25,11 +25,24 @@ static std::string home_dir() {
          "set HOME or XDG_DATA_HOME, or pass --root DIR");
 }
 
+// `dir` made absolute from the working directory, without trailing slashes: the same --root
+// names the same state wherever hutch is started (sandboxes' cgroups are named after it).
+static std::string absolute(const std::string& dir) {
+    std::string out = dir;
+    if (out[0] != '/') {
+        char cwd[4096];
+        if (!::getcwd(cwd, sizeof cwd)) throw_errno("cannot find the working directory for --root", dir);
+        out = std::string(cwd) + "/" + out;
+    }
+    while (out.size() > 1 && out.back() == '/') out.pop_back();
+    return out;
+}
+
 Paths Paths::resolve(const std::string& root_override) {
     Paths p;
     if (!root_override.empty()) {
-        p.storage = root_override;
-        p.state = root_override + "/run";
+        p.storage = absolute(root_override);
+        p.state = p.storage + "/run";
         return p;
     }
     if (::getuid() == 0) {

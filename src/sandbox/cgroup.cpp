@@ -276,6 +276,19 @@ std::string mib(uint64_t bytes) {
 
 }  // namespace
 
+std::string name_for(const Paths& paths, const std::string& sandbox) {
+    // FNV-1a of the storage directory, which holds the sandboxes' directories and so reserves
+    // their names: 48 bits tell a host's few states apart.
+    uint64_t h = 14695981039346656037ULL;
+    for (unsigned char c : paths.storage) {
+        h ^= c;
+        h *= 1099511628211ULL;
+    }
+    char tag[16];
+    std::snprintf(tag, sizeof tag, "%012llx", static_cast<unsigned long long>(h & 0xffffffffffffULL));
+    return sandbox + "-" + tag;
+}
+
 std::vector<std::string> controllers_for(const Resources& r) {
     std::vector<std::string> c;
     if (r.memory || r.memory_swap) c.push_back("memory");

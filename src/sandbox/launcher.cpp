@@ -753,19 +753,19 @@ bool wait_exit(int pidfd, double seconds) {
 
 // The sandbox's cgroup, when it has limits or stats were asked for. An explicit limit on a host
 // without usable cgroup v2 is an error (locate() says what is missing).
-std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec) {
+std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec, const Paths& paths) {
     if (spec.resources.empty() && !spec.stats) return std::nullopt;
     // Usually the parent is there with its controllers from an earlier run: a dozen reads and
     // checks fewer. When it is not, writing the limits fails and the full way prepares it.
     if (auto where = cgroup::prepared_root_parent()) {
         try {
-            return cgroup::Cgroup::create(*where, spec.name, spec.resources);
+            return cgroup::Cgroup::create(*where, cgroup::name_for(paths, spec.name), spec.resources);
         } catch (const Error&) {
         }
     }
     try {
         cgroup::Hierarchy where = cgroup::locate(cgroup::controllers_for(spec.resources));
-        return cgroup::Cgroup::create(where, spec.name, spec.resources);
+        return cgroup::Cgroup::create(where, cgroup::name_for(paths, spec.name), spec.resources);
     } catch (const Error& e) {
         if (!spec.limits_from_policy || spec.stats) throw;
         log::warn(std::string("the policy's resource limits are not applied: ") + e.what());
@@ -858,7 +858,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         // The egress side keeps its resolv.conf in the directory.
         if (egress || !spec.resources.empty() || spec.stats) reserve();
         trace("front end: making the cgroup");
-        cg = make_cgroup(spec);
+        cg = make_cgroup(spec, paths);
         if (cg) trace("front end: cgroup made");
         side.emplace(egress_rules, spec, security, scratch.dir, "");
         BlockedSignals blocked;
@@ -922,7 +922,7 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
     Security security = saved_security(spec, paths);
     state::Scratch scratch = state::open_scratch(paths, spec.name);
     if (state::load_live(paths, spec.name)) fail("sandbox is already running", spec.name, "see 'hutch ps'");
-    std::optional<cgroup::Cgroup> cg = make_cgroup(spec);
+    std::optional<cgroup::Cgroup> cg = make_cgroup(spec, paths);
     try {
         policy::Egress rules = net::load_rules(paths, spec.name);
         EgressSide side(&rules, spec, security, scratch.dir, net::report_path(paths, spec.name));
@@ -1079,8 +1079,12 @@ void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
     state::load_config(paths, name);
     auto live = state::load_live(paths, name);
     if (!live) {
+        // Already stopped. An init that died without hutch (killed, or its `hutch create`
+        // killed before it was recorded) leaves its cgroup: no process is in it any more, since
+        // they all died with the init's pid namespace.
+        cgroup::remove_stale(cgroup::name_for(paths, name));
         state::remove_live(paths, name);
-        return;  // already stopped
+        return;
     }
     UniqueFd fd = open_pidfd(*live, name);
     // SIGTERM asks the init to pass SIGTERM to every process and exit when they are gone.
@@ -1099,10 +1103,9 @@ void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
 
 void remove_sandbox(const Paths& paths, const std::string& name, bool force) {
     SandboxSpec spec = state::load_config(paths, name);
-    if (state::load_live(paths, name)) {
-        if (!force) fail("sandbox is running", name, "stop it first, or use 'hutch rm -f " + name + "'");
-        stop_sandbox(paths, name, 0);
-    }
+    if (!force && state::load_live(paths, name))
+        fail("sandbox is running", name, "stop it first, or use 'hutch rm -f " + name + "'");
+    stop_sandbox(paths, name, 0);  // when stopped: what an init that died without hutch left
     state::Scratch scratch = state::open_scratch(paths, name);
     state::remove_scratch(scratch.dir, spec.idmap);
     state::remove_live(paths, name);

@@ -198,7 +198,7 @@ void sweep(const Paths& paths, const IdMap& map) {
     ::closedir(d);
     for (const auto& dir : stale) {
         try {
-            cgroup::remove_stale(dir.substr(dir.rfind('/') + 1));
+            cgroup::remove_stale(cgroup::name_for(paths, dir.substr(dir.rfind('/') + 1)));
             remove_scratch(dir, map);
         } catch (const Error&) {
             // A sweep is best effort; the next one tries again.
@@ -274,6 +274,8 @@ unsigned long long process_start_time(pid_t pid) {
     for (int field = 3; field <= 22; ++field) {
         while (*p == ' ') ++p;
         if (!*p) return 0;
+        // A zombie has exited: as a sandbox's init it is dead, waiting only for a parent to reap it.
+        if (field == 3 && (*p == 'Z' || *p == 'X')) return 0;
         if (field == 22) return std::strtoull(p, nullptr, 10);
         while (*p && *p != ' ') ++p;
     }
@@ -290,7 +292,7 @@ std::optional<Live> load_live(const Paths& paths, const std::string& name) {
     try {
         auto j = nlohmann::json::parse(fs::read_file(live_path(paths, name)));
         Live l{j.at("pid").get<pid_t>(), j.at("start_time").get<unsigned long long>(), j.value("cgroup", "")};
-        if (l.pid <= 0 || process_start_time(l.pid) != l.start_time) return std::nullopt;
+        if (l.pid <= 0 || l.start_time == 0 || process_start_time(l.pid) != l.start_time) return std::nullopt;
         return l;
     } catch (const std::exception&) {
         return std::nullopt;

@@ -1,17 +1,26 @@
 """cgroup v2 limits, as root and as a delegated user, inside the UML VM."""
 import json
 import os
+import re
+import shutil
 import signal
+import tempfile
 import time
 
-from conftest import own_cgroup_parent
+from conftest import Hutch, own_cgroup_parent
 
 # Holds ~100 MB in a shell variable: well past a 32m limit.
 HOG = "x=$(head -c 100000000 /dev/zero | tr '\\0' x); echo survived"
 
 
 def cgroup_of(name):
-    return os.path.join(own_cgroup_parent(), name)
+    """The cgroup of the sandbox `name`: NAME-TAG, TAG 12 hex digits naming its state directory.
+    A path that does not exist when there is none; each test's names are its own."""
+    parent = own_cgroup_parent()
+    found = [d for d in os.listdir(parent) if re.fullmatch(re.escape(name) + "-[0-9a-f]{12}", d)] \
+        if os.path.isdir(parent) else []
+    assert len(found) <= 1, found
+    return os.path.join(parent, found[0] if found else name + "-none")
 
 
 def test_memory_limit_ends_in_oom_with_a_message(h):
@@ -34,6 +43,15 @@ def test_pids_limit_contains_a_fork_bomb_and_cleans_up(h):
     # Nothing of it survives anywhere: no `sleep 30` left on the machine.
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == "sleep\x0030\x00"]
     assert leftovers == []
+
+
+def _state(pid):
+    """The state letter of /proc/PID/stat, "" when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
 
 
 def _cmdline(pid):
@@ -173,3 +191,45 @@ def test_io_weight_unavailable_is_a_clear_error(h):
     r = h("run", "--io-weight", "100", "--", "true")
     assert r.returncode == 125
     assert r.stderr.startswith("hutch: ") and "io.weight" in r.stderr
+
+
+def test_sandboxes_of_the_same_name_in_two_states_keep_their_own_cgroups(h):
+    # Two --root directories may each have a sandbox "same"; their cgroups share a parent. A run
+    # in the second must neither take the first's cgroup for a crashed run's nor kill it.
+    other = Hutch(tempfile.mkdtemp(prefix="hutch-vm-other-", dir="/tmp"))
+    os.chmod(other.root, 0o711)
+    assert h("create", "--name", "same", "--pids-limit", "64").returncode == 0
+    try:
+        mine = json.loads(h("inspect", "same").stdout)[0]["state"]["cgroup"]
+        r = other("run", "--name", "same", "--pids-limit", "32", "--", "cat", "/proc/self/cgroup")
+        assert r.returncode == 0 and r.stdout.strip() == "0::/", r
+        assert h("exec", "same", "--", "true").returncode == 0
+        with open(os.path.join(mine, "pids.max")) as f:
+            assert f.read().strip() == "64"
+        assert other("create", "--name", "same", "--pids-limit", "16").returncode == 0
+        theirs = json.loads(other("inspect", "same").stdout)[0]["state"]["cgroup"]
+        assert theirs != mine and os.path.dirname(theirs) == os.path.dirname(mine)
+        assert other("rm", "-f", "same").returncode == 0
+        assert not os.path.exists(theirs) and os.path.isdir(mine)
+    finally:
+        h("rm", "-f", "same")
+        other("rm", "-f", "same")
+        shutil.rmtree(other.root, ignore_errors=True)
+    assert not os.path.exists(mine)
+
+
+def test_rm_removes_the_cgroup_of_a_sandbox_whose_init_was_killed(h):
+    assert h("create", "--name", "dead", "--pids-limit", "64").returncode == 0
+    info = json.loads(h("inspect", "dead").stdout)[0]
+    cg, pid = info["state"]["cgroup"], info["state"]["pid"]
+    with open(f"/proc/{pid}/comm") as f:
+        assert f.read().strip() == "hutch-init"
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _state(pid) not in ("", "Z", "X") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Dead, though perhaps not reaped yet: a zombie init is a stopped sandbox.
+    assert json.loads(h("inspect", "dead").stdout)[0]["state"]["status"] == "stopped"
+    assert os.path.isdir(cg)  # the kernel does not remove it; hutch must
+    assert h("rm", "dead").returncode == 0
+    assert not os.path.exists(cg)

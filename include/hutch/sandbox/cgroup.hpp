@@ -16,9 +16,16 @@
 #include <vector>
 
 #include "hutch/core/fd.hpp"
+#include "hutch/core/paths.hpp"
 #include "hutch/sandbox/spec.hpp"
 
 namespace hutch::cgroup {
+
+// The name of the cgroup of sandbox `sandbox` of the state under `paths`: the sandbox's name and
+// a tag of the state's directory. Two states (two --root, or /run/hutch and a --root) may each
+// have a sandbox of the same name; their cgroups share a parent, and must never be taken, or
+// killed as stale, for each other.
+std::string name_for(const Paths& paths, const std::string& sandbox);
 
 // Controllers `r` needs ("memory", "pids", "cpu", "io").
 std::vector<std::string> controllers_for(const Resources& r);
@@ -130,6 +137,7 @@ std::string oom_message(const Resources& r);
 std::string format_stats(const Stats& s);
 
 // Removes a stale sandbox cgroup left by a crashed hutch (best effort; no error if none).
+// `name` is name_for()'s.
 void remove_stale(const std::string& name);
 
 }  // namespace hutch::cgroup
