@@ -2,10 +2,10 @@
 // error that says so (never a write to a v1 hierarchy).
 //
 // Where sandboxes' cgroups go:
-//  - root: <cgroup2 mount>/hutch/<name> (HUTCH_CGROUP_PARENT overrides the parent);
+//  - root: <cgroup2 mount>/hutch/<name>-<tag> (name_for; HUTCH_CGROUP_PARENT overrides the parent);
 //  - rootless: under the caller's delegated subtree, the systemd user@UID.service model: the
 //    highest ancestor of our own cgroup that we own is the delegation root D, sandboxes go to
-//    D/hutch/<name>; D and D/hutch get the needed controllers in cgroup.subtree_control.
+//    D/hutch/<name>-<tag>; D and D/hutch get the needed controllers in cgroup.subtree_control.
 // The command is placed atomically with clone3(CLONE_INTO_CGROUP): it never runs a single
 // instruction outside its limits.
 #pragma once
