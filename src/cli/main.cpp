@@ -37,6 +37,15 @@ void add_process_options(CLI::App* app, ProcessOptions& p) {
     app->add_flag("-t,--tty", p.tty, "Allocate a pseudo-terminal");
 }
 
+// A count such as --pids-limit: CLI's PositiveNumber would print its range as a 300-digit double.
+const CLI::Validator kPositiveWhole(
+    [](std::string& v) -> std::string {
+        bool digits = !v.empty() && v.size() <= 18 && v.find_first_not_of("0123456789") == std::string::npos;
+        if (digits && std::strtoll(v.c_str(), nullptr, 10) > 0) return {};
+        return "'" + v + "' is not a positive whole number (e.g. 256)";
+    },
+    "N");
+
 void add_sandbox_options(CLI::App* app, SandboxOptions& o) {
     add_process_options(app, o.process);
     app->add_option("--name", o.name, "Name of the sandbox");
@@ -52,7 +61,7 @@ void add_sandbox_options(CLI::App* app, SandboxOptions& o) {
     app->add_option("--timeout", o.timeout, "Kill the whole sandbox after this long (e.g. 30s, 5m)");
     app->add_option("-m,--memory", o.memory, "Memory limit (e.g. 512m, 2g): memory.max");
     app->add_option("--memory-swap", o.memory_swap, "Memory plus swap limit (-1: unlimited swap; default: no swap)");
-    app->add_option("--pids-limit", o.pids_limit, "Most processes and threads at once: pids.max")->check(CLI::PositiveNumber);
+    app->add_option("--pids-limit", o.pids_limit, "Most processes and threads at once: pids.max")->check(kPositiveWhole);
     app->add_option("--cpus", o.cpus, "CPUs the sandbox may use (e.g. 1.5): cpu.max");
     app->add_option("--cpu-weight", o.cpu_weight, "Relative CPU share 1-10000: cpu.weight")->check(CLI::Range(1, 10000));
     app->add_option("--io-weight", o.io_weight, "Relative I/O share 1-10000: io.weight")->check(CLI::Range(1, 10000));

@@ -238,7 +238,12 @@ bool write_limits(int dirfd, const std::string& dir, const Resources& r) {
         try {
             put("memory.swap.max", swap);
         } catch (const Error& e) {
-            if (e.error_number() != ENOENT) throw;  // a kernel without swap accounting
+            // A kernel without swap accounting: no swap to forbid, but one asked for cannot be given.
+            if (e.error_number() != ENOENT) throw;
+            if (r.memory_swap != 0)
+                fail("--memory-swap needs swap accounting", dir + "/memory.swap.max",
+                     "this kernel does not account swap (CONFIG_MEMCG_SWAP, or swapaccount=0 on its command "
+                     "line); drop --memory-swap");
         }
     }
     if (r.pids > 0) put("pids.max", std::to_string(r.pids));
@@ -347,23 +352,31 @@ Inspection inspect() {
     return in;
 }
 
-Hierarchy locate(const std::vector<std::string>& controllers) {
+Hierarchy locate(const std::vector<std::string>& required, const std::vector<std::string>& if_available) {
     const Inspection in = inspect();
+    // --stats reads every controller's files: those available are enabled too, so that
+    // memory.peak, pids.peak and io.stat exist; a missing one leaves its figures at 0.
+    std::vector<std::string> controllers = required;
+    for (const auto& c : if_available)
+        if (std::find(in.available.begin(), in.available.end(), c) != in.available.end() &&
+            std::find(controllers.begin(), controllers.end(), c) == controllers.end())
+            controllers.push_back(c);
     // A hybrid host (v1 controllers at /sys/fs/cgroup, an empty v2 beside them) is refused
     // outright: its v2 part has no controllers, and v1 is never written.
     if (in.layout == Layout::Hybrid)
         fail("cgroup limits need a pure cgroup v2 host", "/sys/fs/cgroup",
-             "this host runs cgroups in hybrid mode (v1 controllers, an empty v2 at /sys/fs/cgroup/unified); "
-             "boot with systemd.unified_cgroup_hierarchy=1, or run without resource limits");
+             "this host runs cgroups in hybrid mode: the controllers are v1's, the v2 part at /sys/fs/cgroup/unified "
+             "offers " + (in.mount_controllers && !in.mount_controllers->empty() ? "only " + *in.mount_controllers : "none") +
+                 "; boot with systemd.unified_cgroup_hierarchy=1, or run without resource limits and --stats");
     if (in.layout != Layout::PureV2)
         fail("cgroup limits need cgroup v2", "/sys/fs/cgroup",
              "no cgroup2 filesystem is mounted there; boot with systemd.unified_cgroup_hierarchy=1, or run without "
-             "resource limits");
+             "resource limits and --stats");
     Hierarchy h{in.mount, in.parent};
     if (in.root) {
         if (in.parent_outside_mount)
             fail("HUTCH_CGROUP_PARENT must be inside the cgroup2 mount", in.parent, "e.g. " + in.mount + "/hutch");
-        require_controllers(in, controllers, "this kernel does not offer it");
+        require_controllers(in, required, "this kernel does not offer it");
         prepare_path(in.mount, in.parent, controllers);
         return h;
     }
@@ -372,7 +385,7 @@ Hierarchy locate(const std::vector<std::string>& controllers) {
         fail("cannot find this process's cgroup v2", "/proc/self/cgroup", kDelegateHint);
     }
     if (in.delegation_root.empty()) fail("your cgroup is not delegated to you", in.own_dir, kDelegateHint);
-    require_controllers(in, controllers, kDelegateHint);
+    require_controllers(in, required, kDelegateHint);
     make_room(in.delegation_root);
     prepare_path(in.delegation_root, in.parent, controllers);
     return h;
@@ -492,8 +505,11 @@ bool Cgroup::remove() const {
     return false;
 }
 
-std::string oom_message(const Resources& r) {
-    return "out of memory: the sandbox reached its " + mib(static_cast<uint64_t>(r.memory)) + " memory limit";
+std::string oom_message(const Resources& r, bool command_killed) {
+    if (r.memory <= 0) return "out of memory: the kernel's OOM killer ended a process of the sandbox";
+    const std::string limit = mib(static_cast<uint64_t>(r.memory));
+    if (command_killed) return "out of memory: the sandbox reached its " + limit + " memory limit";
+    return "out of memory: a process of the sandbox was killed at its " + limit + " memory limit";
 }
 
 std::string format_stats(const Stats& s) {

@@ -757,14 +757,17 @@ std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec, const Paths& 
     if (spec.resources.empty() && !spec.stats) return std::nullopt;
     // Usually the parent is there with its controllers from an earlier run: a dozen reads and
     // checks fewer. When it is not, writing the limits fails and the full way prepares it.
-    if (auto where = cgroup::prepared_root_parent()) {
+    // (Not for --stats: the parent may not have every controller whose files it reads.)
+    if (auto where = spec.stats ? std::nullopt : cgroup::prepared_root_parent()) {
         try {
             return cgroup::Cgroup::create(*where, cgroup::name_for(paths, spec.name), spec.resources);
         } catch (const Error&) {
         }
     }
     try {
-        cgroup::Hierarchy where = cgroup::locate(cgroup::controllers_for(spec.resources));
+        static const std::vector<std::string> kStatistics{"memory", "pids", "cpu", "io"};
+        cgroup::Hierarchy where =
+            cgroup::locate(cgroup::controllers_for(spec.resources), spec.stats ? kStatistics : std::vector<std::string>{});
         return cgroup::Cgroup::create(where, cgroup::name_for(paths, spec.name), spec.resources);
     } catch (const Error& e) {
         if (!spec.limits_from_policy || spec.stats) throw;
@@ -776,8 +779,10 @@ std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec, const Paths& 
 // Reads what the cgroup saw, then kills anything left in it and removes it.
 void finish_cgroup(const cgroup::Cgroup& cg, const SandboxSpec& spec, pid_t init, RunResult& result) {
     if (spec.stats) result.stats = cgroup::format_stats(cg.stats());
-    // Only a SIGKILL can be the OOM killer's: other endings need no read.
-    if (result.exit_code == 128 + SIGKILL && cg.oom_kills() > 0) result.note = cgroup::oom_message(spec.resources);
+    // A run that succeeded needs no read. Otherwise an OOM kill explains it: of the command
+    // (137), or of another process of the sandbox (a compiler under make, say).
+    if (result.exit_code != 0 && cg.oom_kills() > 0)
+        result.note = cgroup::oom_message(spec.resources, result.exit_code == 128 + SIGKILL);
     if (init > 0) cg.evict(init);
     // After the init's report every process of the sandbox is gone and the init has left: the
     // cgroup is empty. Otherwise (a failed setup, an error of hutch's) kill what is there first.
@@ -1070,8 +1075,8 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     result.exit_code = supervise(sup);
     result.timed_out = sup.timed_out;
     rethrow_reported(report.rd.get());
-    if (cg && result.exit_code == 128 + SIGKILL && cg->oom_kills() > ooms_before)
-        result.note = cgroup::oom_message(spec.resources);
+    if (cg && result.exit_code != 0 && cg->oom_kills() > ooms_before)
+        result.note = cgroup::oom_message(spec.resources, result.exit_code == 128 + SIGKILL);
     return result;
 }
 

@@ -25,6 +25,19 @@ def test_explicit_limit_on_a_hybrid_host_is_a_clear_error(h):
 
 
 @needs_hybrid
+def test_stats_alone_on_a_hybrid_host_say_what_to_drop(h):
+    cp = h("run", "--stats", "--", "true")
+    assert_hutch_error(cp, "cgroup limits need a pure cgroup v2 host")
+    assert "without resource limits and --stats" in cp.stderr
+
+
+def test_a_pids_limit_must_be_a_positive_whole_number(h):
+    for bad in ("0", "-1", "1.5", "many"):
+        cp = h("run", "--pids-limit", bad, "--", "true")
+        assert_hutch_error(cp, f"'{bad}' is not a positive whole number")
+
+
+@needs_hybrid
 def test_policy_default_limits_degrade_to_one_warning(h):
     d = h.host_dir("policy", {"limits.toml": '[limits]\nmemory = "512m"\npids = 100\n'})
     cp = h("run", "--policy", str(d / "limits.toml"), "--", "echo", "ran")

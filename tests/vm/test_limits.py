@@ -7,6 +7,8 @@ import signal
 import tempfile
 import time
 
+import pytest
+
 from conftest import Hutch, own_cgroup_parent
 
 # Holds ~100 MB in a shell variable: well past a 32m limit.
@@ -233,3 +235,52 @@ def test_rm_removes_the_cgroup_of_a_sandbox_whose_init_was_killed(h):
     assert os.path.isdir(cg)  # the kernel does not remove it; hutch must
     assert h("rm", "dead").returncode == 0
     assert not os.path.exists(cg)
+
+
+def test_an_oom_kill_of_another_process_is_explained(h):
+    # The command survives the OOM kill of its child and fails on its own: the note still says why.
+    r = h("run", "--memory", "32m", "--", "sh", "-c", "(" + HOG + "); exit 3")
+    assert r.returncode == 3, r
+    assert "hutch: out of memory: a process of the sandbox was killed at its 32 MiB memory limit" in r.stderr, r.stderr
+    assert "survived" not in r.stdout
+
+
+def test_stats_enable_the_controllers_they_read_under_a_new_parent(h):
+    # A parent no earlier run prepared: --stats alone must enable memory and pids for its
+    # children, or memory.peak and pids.peak would not exist and read as 0.
+    if os.geteuid() != 0:
+        pytest.skip("HUTCH_CGROUP_PARENT is root's: a delegated user's parent is fixed")
+    parent = tempfile.mkdtemp(prefix="hutch-stats-", dir="/sys/fs/cgroup")
+    try:
+        env = dict(os.environ, HUTCH_CGROUP_PARENT=parent)
+        p = h.popen("run", "--name", "fresh", "--stats", "--", "sh", "-c",
+                    "head -c 20000000 /dev/zero | wc -c; sleep 1", env=env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(d.startswith("fresh-") for d in os.listdir(parent)):
+            time.sleep(0.02)
+        assert any(d.startswith("fresh-") for d in os.listdir(parent)), "not under HUTCH_CGROUP_PARENT"
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        line = [l for l in err.splitlines() if l.startswith("hutch: stats:")][0]
+        peak_mib = float(line.split("peak memory ")[1].split(" MiB")[0])
+        pids = int(line.split("pids peak ")[1].split(",")[0])
+        assert peak_mib > 0 and pids >= 2, line
+        with open(os.path.join(parent, "cgroup.subtree_control")) as f:
+            assert {"memory", "pids"} <= set(f.read().split())
+        assert [d for d in os.listdir(parent) if d.startswith("fresh-")] == []
+    finally:
+        _remove_cgroup_tree(parent)
+
+
+def _remove_cgroup_tree(path):
+    """rmdir of `path` and its children, once the inits that hutch-exiting holds have left."""
+    for d in os.listdir(path):
+        if os.path.isdir(os.path.join(path, d)):
+            _remove_cgroup_tree(os.path.join(path, d))
+    deadline = time.monotonic() + 10
+    while True:
+        with open(os.path.join(path, "cgroup.events")) as f:
+            if "populated 0" in f.read() or time.monotonic() > deadline:
+                break
+        time.sleep(0.05)
+    os.rmdir(path)

@@ -85,7 +85,8 @@ Inspection inspect();
 // Finds (and prepares) the parent for sandboxes' cgroups with `controllers` available. Throws
 // hutch::Error saying what is missing (no cgroup2, hybrid host, no delegation, controller not
 // delegated) and how to fix it.
-Hierarchy locate(const std::vector<std::string>& controllers);
+// `if_available` are enabled as well where they are offered (what --stats reads).
+Hierarchy locate(const std::vector<std::string>& required, const std::vector<std::string>& if_available = {});
 // Where root's sandboxes' cgroups go when nothing needs checking, as an earlier run left it: a
 // pure cgroup v2 host and root. nullopt otherwise (rootless callers, other layouts): use locate().
 // A parent not prepared yet shows when Cgroup::create cannot write the limits.
@@ -132,7 +133,9 @@ private:
 
 // The one-line explanation of an OOM kill, e.g.
 // "out of memory: the sandbox reached its 64 MiB memory limit".
-std::string oom_message(const Resources& r);
+// `command_killed`: the command itself was (status 137); otherwise another process of the
+// sandbox was, and the command ended some other way.
+std::string oom_message(const Resources& r, bool command_killed);
 // Human-readable summary for --stats.
 std::string format_stats(const Stats& s);
 
