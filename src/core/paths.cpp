@@ -53,9 +53,12 @@ Paths Paths::resolve(const std::string& root_override) {
     std::string runtime = env_or_empty("XDG_RUNTIME_DIR");
     struct stat st;
     // A runtime dir that is not ours (a stale variable after su) must not be used.
-    if (runtime.empty() || ::stat(runtime.c_str(), &st) != 0 || st.st_uid != ::getuid())
-        runtime = "/tmp/hutch-run-" + std::to_string(::getuid());
-    p.state = runtime + "/hutch";
+    if (runtime.empty() || ::stat(runtime.c_str(), &st) != 0 || st.st_uid != ::getuid()) {
+        p.state = "/tmp/hutch-run-" + std::to_string(::getuid());
+        p.state_in_shared_tmp = true;
+    } else {
+        p.state = runtime + "/hutch";
+    }
     std::string data = env_or_empty("XDG_DATA_HOME");
     if (data.empty()) data = home_dir() + "/.local/share";
     p.storage = data + "/hutch";
@@ -64,13 +67,18 @@ Paths Paths::resolve(const std::string& root_override) {
 
 // `mode` is 0700, or 0711 for root's storage: root's sandboxes run as an unprivileged range that
 // must search (never list) its way to its layers.
-static void ensure_private_dir(const std::string& path, mode_t mode) {
+// `exact`: the path itself must be the directory (lstat: a symbolic link is refused).
+static void ensure_private_dir(const std::string& path, mode_t mode, bool exact = false) {
     struct stat st;
+    auto look = [&] { return exact ? ::lstat(path.c_str(), &st) : ::stat(path.c_str(), &st); };
     // One stat in the usual case, where it is there already.
-    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (look() != 0 || (!exact && !S_ISDIR(st.st_mode))) {
         fs::make_dirs(path, mode);
-        if (::stat(path.c_str(), &st) != 0) throw_errno("cannot stat", path);
+        if (look() != 0) throw_errno("cannot stat", path);
     }
+    if (!S_ISDIR(st.st_mode))
+        fail("not a directory of its own", path,
+             "another user may have made it first; remove it, or set XDG_RUNTIME_DIR or pass --root DIR");
     if (st.st_uid != ::geteuid())
         fail("directory is owned by another user", path, "pass --root DIR with a directory of your own");
     if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0) throw_errno("cannot chmod", path);
@@ -81,7 +89,7 @@ void Paths::ensure() const {
     // Storage first: with --root, state lives inside it, and creating state first would make
     // the missing parents 0700, out of reach of root's sandboxes.
     ensure_private_dir(storage, storage_mode);
-    ensure_private_dir(state, 0700);
+    ensure_private_dir(state, 0700, state_in_shared_tmp);
     ensure_private_dir(sandboxes_state(), 0700);
     ensure_private_dir(sandboxes_storage(), storage_mode);
     if (::geteuid() == 0) fs::require_searchable(storage, "the store");

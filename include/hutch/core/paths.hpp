@@ -1,5 +1,6 @@
-// Where hutch keeps things. Rootless: state under $XDG_RUNTIME_DIR/hutch, storage under
-// $XDG_DATA_HOME/hutch. Root: /run/hutch and /var/lib/hutch. `--root DIR` puts both under DIR.
+// Where hutch keeps things. Rootless: state under $XDG_RUNTIME_DIR/hutch (/tmp/hutch-run-UID
+// without a runtime directory of our own), storage under $XDG_DATA_HOME/hutch. Root: /run/hutch
+// and /var/lib/hutch. `--root DIR` puts both under DIR.
 #pragma once
 
 #include <string>
@@ -9,6 +10,9 @@ namespace hutch {
 struct Paths {
     std::string state;    // live sandboxes' state files and locks (tmpfs is fine)
     std::string storage;  // base root filesystems and sandboxes' writable layers (on disk)
+    // State is a directory of /tmp, where anyone may have made that name first: it must be a
+    // real directory of ours, not a symbolic link.
+    bool state_in_shared_tmp = false;
 
     // `root_override` is the --root flag (empty when not given).
     static Paths resolve(const std::string& root_override);

@@ -1,0 +1,58 @@
+"""Where hutch keeps its state and storage when no --root is given (every other test passes one)."""
+import os
+import shutil
+import stat
+
+import pytest
+
+from hutchlib import assert_hutch_error
+
+
+def user_dir(h, name):
+    """A directory of the mode's user under the test's work directory."""
+    d = h.work / name
+    d.mkdir(mode=0o700)
+    os.chown(d, h.mode.uid, h.mode.gid)
+    return str(d)
+
+
+def skip_for_root(h):
+    if h.mode.uid == 0:
+        pytest.skip("root's state is /run/hutch: these check a user's")
+
+
+def private_dir_of(h, path):
+    st = os.lstat(path)
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == h.mode.uid and stat.S_IMODE(st.st_mode) == 0o700
+
+
+def test_a_users_state_and_storage_are_private_under_xdg_dirs(h):
+    skip_for_root(h)
+    runtime, home = user_dir(h, "runtime"), user_dir(h, "home")
+    cp = h("ps", root=False, env={"XDG_RUNTIME_DIR": runtime, "HOME": home})
+    assert cp.returncode == 0, cp.stderr
+    assert private_dir_of(h, os.path.join(runtime, "hutch"))
+    assert private_dir_of(h, os.path.join(home, ".local/share/hutch"))
+
+
+def test_the_tmp_fallback_for_state_refuses_what_another_user_could_have_made(h):
+    # Without XDG_RUNTIME_DIR, state goes to /tmp/hutch-run-UID. Another user may have made that
+    # name first, as a symbolic link to somewhere of theirs: hutch must not follow it.
+    skip_for_root(h)
+    fallback = f"/tmp/hutch-run-{h.mode.uid}"
+    if os.path.lexists(fallback):
+        pytest.skip(f"{fallback} exists already (hutch used without XDG_RUNTIME_DIR): left alone")
+    target, home = user_dir(h, "target"), user_dir(h, "home")
+    os.symlink(target, fallback)
+    try:
+        cp = h("ps", root=False, env={"HOME": home})
+        assert_hutch_error(cp, "not a directory of its own", fallback)
+        assert os.listdir(target) == []
+    finally:
+        os.unlink(fallback)
+    try:
+        cp = h("ps", root=False, env={"HOME": home})
+        assert cp.returncode == 0, cp.stderr
+        assert private_dir_of(h, fallback)
+    finally:
+        shutil.rmtree(fallback, ignore_errors=True)
