@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <linux/limits.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -95,6 +96,21 @@ Rlimit parse_ulimit(const std::string& text) {
     return r;
 }
 
+// A container path a bind or tmpfs may not cover: the root, and /proc, whose masked and
+// read-only files it would undo (runc and docker refuse both).
+void check_destination(const std::string& dest, const std::string& text, const char* flag) {
+    // Compared component by component: "//proc/", "/./proc" and "/proc" are the same place.
+    std::vector<std::string> parts;
+    std::istringstream in(dest);
+    for (std::string c; std::getline(in, c, '/');) {
+        if (c == "..") fail(std::string("invalid ") + flag + " destination", text, "the container path may not contain '..'");
+        if (!c.empty() && c != ".") parts.push_back(c);
+    }
+    if (parts.empty() || parts[0] == "proc")
+        fail(std::string("invalid ") + flag + " destination", text,
+             "the sandbox's / and /proc cannot be covered; pick another container path");
+}
+
 BindMount parse_volume(const std::string& text) {
     std::vector<std::string> parts;
     std::istringstream in(text);
@@ -111,6 +127,7 @@ BindMount parse_volume(const std::string& text) {
         fail("invalid -v source", text, "named volumes are not supported; give an absolute host path");
     if (b.destination.empty() || b.destination[0] != '/')
         fail("invalid -v destination", text, "the container path must be absolute");
+    check_destination(b.destination, text, "-v");
     char resolved[PATH_MAX];
     if (!::realpath(b.source.c_str(), resolved))
         throw_errno("cannot use bind source", b.source, "the path must exist and be readable by you");
@@ -122,6 +139,7 @@ TmpfsMount parse_tmpfs(const std::string& text) {
     size_t colon = text.find(':');
     TmpfsMount t{text.substr(0, colon), colon == std::string::npos ? "" : text.substr(colon + 1)};
     if (t.destination.empty() || t.destination[0] != '/') fail("invalid --tmpfs", text, "the path must be absolute");
+    check_destination(t.destination, text, "--tmpfs");
     return t;
 }
 
@@ -131,6 +149,7 @@ void apply_security_opts(SandboxSpec& spec, const std::vector<std::string>& opts
             std::string v = o.substr(8);
             if (v != "unconfined") {
                 char resolved[PATH_MAX];
+                if (v.empty()) fail("--security-opt seccomp= needs a profile", o, "seccomp=FILE or seccomp=unconfined");
                 if (!::realpath(v.c_str(), resolved)) throw_errno("cannot read seccomp profile", v);
                 v = resolved;
             }
@@ -246,6 +265,9 @@ void resolve_root_and_command(const GlobalOptions& g, const Paths& paths, Sandbo
         if (!::realpath(o.rootfs.c_str(), resolved))
             throw_errno("root filesystem not found", o.rootfs, "pass an existing directory to --rootfs");
         spec.rootfs = resolved;
+        struct stat st;
+        if (::stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode))
+            fail("--rootfs is not a directory", o.rootfs, "pass the directory of a root filesystem");
         if (::geteuid() == 0) fs::require_searchable(spec.rootfs, "--rootfs");
         spec.lower_dirs = {spec.rootfs};
         if (!args.empty() && args[0] == "--") args.erase(args.begin());
@@ -315,7 +337,13 @@ SandboxSpec build_spec(const GlobalOptions& g, const Paths& paths, const Sandbox
     p.stdin_open = o.process.interactive;
     p.cap_add = o.cap_add;
     p.cap_drop = o.cap_drop;
-    for (const auto& u : o.ulimits) p.rlimits.push_back(parse_ulimit(u));
+    // A limit given twice: the last one counts, as in docker (setting both in turn would fail
+    // when the first lowered the hard limit below the second).
+    for (const auto& u : o.ulimits) {
+        Rlimit r = parse_ulimit(u);
+        std::erase_if(p.rlimits, [&](const Rlimit& old) { return old.resource == r.resource; });
+        p.rlimits.push_back(r);
+    }
     Resources& r = spec.resources;
     if (!o.memory.empty()) r.memory = static_cast<int64_t>(parse_size(o.memory, "--memory"));
     if (!o.memory_swap.empty())

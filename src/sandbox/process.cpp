@@ -65,12 +65,19 @@ void set_rlimits(const ProcessSpec& p) {
 }
 
 void switch_user(const user::Resolved& u, const IdMap& map) {
+    // (Inside the sandbox geteuid() is the sandbox's uid: the map tells whose sandbox this is.
+    // Root's maps one range and needs no helper; a user's maps their own id first.)
+    const bool roots = !map.use_helpers && !map.deny_setgroups;
     if (!map.maps_uid(u.uid))
         fail("user is not mapped in the sandbox's user namespace", "uid " + std::to_string(u.uid),
-             "only uids with a host range can be used; add a range for your user to /etc/subuid");
+             roots ? "root's sandboxes map the range of user 'hutch' in /etc/subuid (or HUTCH_ROOT_IDRANGE): "
+                                "make it cover this uid"
+                              : "only uids with a host range can be used; add a range for your user to /etc/subuid");
     if (!map.maps_gid(u.gid))
         fail("group is not mapped in the sandbox's user namespace", "gid " + std::to_string(u.gid),
-             "add a range for your user to /etc/subgid");
+             roots ? "root's sandboxes map the range of user 'hutch' in /etc/subgid (or HUTCH_ROOT_IDRANGE): "
+                                "make it cover this gid"
+                              : "add a range for your user to /etc/subgid");
     if (!map.deny_setgroups) {
         std::vector<gid_t> groups;
         for (gid_t g : u.groups)
@@ -177,7 +184,14 @@ void exec_process(const ProcessContext& ctx) {
         std::vector<std::string> env = build_env(p, ctx.hostname, u.home);
         trace("command: user resolved");
         std::string cwd = p.cwd.empty() ? "/" : p.cwd;
-        if (!p.cwd.empty()) fs::make_dirs(cwd, 0755);  // docker creates a missing working directory
+        if (!p.cwd.empty()) {
+            try {
+                fs::make_dirs(cwd, 0755);  // docker creates a missing working directory
+            } catch (const Error& e) {
+                throw Error("cannot use the working directory (-w)", e.where(), e.error_number(),
+                            "give a directory, or a path where one can be made");
+            }
+        }
         set_rlimits(p);
         caps::restrict_bounding(ctx.caps);
         bool root = u.uid == 0;

@@ -22,6 +22,24 @@ def test_rootfs_dir(h):
     assert h.sandbox_dirs() == []
 
 
+def test_rootfs_that_is_a_file(h):
+    cp = h("run", "--rootfs", "/etc/hostname", "--", "true")
+    assert_hutch_error(cp, "--rootfs is not a directory", "/etc/hostname")
+    no_leftovers(h)
+
+
+@pytest.mark.parametrize("dest", ["/", "/proc", "//proc/", "/./proc/sys", "/proc/self/fd"])
+def test_binds_and_tmpfs_may_not_cover_root_or_proc(h, dest):
+    assert_hutch_error(h("run", "-v", f"{h.work}:{dest}", "--", "true"), "invalid -v destination", dest)
+    assert_hutch_error(h("run", "--tmpfs", dest, "--", "true"), "invalid --tmpfs destination", dest)
+    assert_hutch_error(h("run", "-v", f"{h.work}:/mnt/../etc", "--", "true"), "may not contain '..'")
+    no_leftovers(h)
+
+
+def test_empty_seccomp_profile_path(h):
+    assert_hutch_error(h("run", "--security-opt", "seccomp=", "--", "true"), "needs a profile")
+
+
 def test_bind_source_missing(h):
     cp = h("run", "-v", "/nonexistent/bind-src:/mnt", "--", "true")
     assert_hutch_error(cp, "/nonexistent/bind-src")
@@ -106,6 +124,7 @@ def test_unknown_capability(h):
 
 def test_bad_workdir(h):
     assert_hutch_error(h("run", "-w", "relative", "--", "true"), "relative")
+    assert_hutch_error(h("run", "-w", "/etc/passwd", "--", "true"), "working directory (-w)", "/etc/passwd")
 
 
 def test_bad_env(h):

@@ -111,6 +111,9 @@ def test_ulimit_nofile(h):
     assert cp.stdout.split() == ["100", "200"]
     cp = ok(h.sh("ulimit -n; ulimit -Hn", "--ulimit", "nofile=64"))
     assert cp.stdout.split() == ["64", "64"]
+    # Given twice, the last counts (applying both in turn would fail: the first lowers the hard limit).
+    cp = ok(h.sh("ulimit -n; ulimit -Hn", "--ulimit", "nofile=10:20", "--ulimit", "nofile=30:40"))
+    assert cp.stdout.split() == ["30", "40"]
 
 
 # ---------------------------------------------------------------------------------------------
