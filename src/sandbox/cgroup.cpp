@@ -1,5 +1,6 @@
 #include "hutch/sandbox/cgroup.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <poll.h>
@@ -139,6 +140,14 @@ void make_room(const std::string& root) {
     const std::string self = std::to_string(::getpid());
     for (const auto& pid : procs)
         if (pid != self && !is_our_keeper(pid)) return;  // not ours to move: enabling will say so
+    if (procs.empty()) return;
+    // The leaves earlier front ends stepped into are empty once they exited: remove them (rmdir
+    // leaves a live one alone), or every run started from this cgroup would leave one behind.
+    if (DIR* d = ::opendir(root.c_str())) {
+        while (struct dirent* e = ::readdir(d))
+            if (std::string(e->d_name).rfind("hutch-front-", 0) == 0) ::unlinkat(::dirfd(d), e->d_name, AT_REMOVEDIR);
+        ::closedir(d);
+    }
     for (const auto& pid : procs) {
         std::string leaf = root + (pid == self ? "/hutch-front-" + self : std::string("/hutch-pause"));
         if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create cgroup", leaf);
