@@ -185,8 +185,11 @@ def mount_count() -> int:
 # ---------------------------------------------------------------------------------------------
 # Terminals.
 
-def run_in_pty(argv, env, rows=30, cols=100, send: bytes | None = None, timeout=30.0):
-    """Runs argv with stdin/stdout/stderr on a fresh pty of rows x cols; returns (status, output)."""
+def run_in_pty(argv, env, rows=30, cols=100, send: bytes | None = None, timeout=30.0,
+               resize: tuple[int, int] | None = None):
+    """Runs argv with stdin/stdout/stderr on a fresh pty of rows x cols; returns (status, output).
+    Once the output shows READY: writes `send` to the terminal, or with `resize` (rows, cols)
+    resizes it and sends the program SIGWINCH, as a terminal emulator's resize does."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     try:
@@ -195,11 +198,15 @@ def run_in_pty(argv, env, rows=30, cols=100, send: bytes | None = None, timeout=
         os.close(slave)
     out = b""
     deadline = time.monotonic() + timeout
-    sent = send is None
+    sent = send is None and resize is None
     try:
         while time.monotonic() < deadline:
             if not sent and b"READY" in out:
-                os.write(master, send)
+                if send is not None:
+                    os.write(master, send)
+                if resize is not None:
+                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", resize[0], resize[1], 0, 0))
+                    p.send_signal(signal.SIGWINCH)
                 sent = True
             r, _, _ = select.select([master], [], [], 0.1)
             if r:

@@ -113,6 +113,9 @@ def test_dev_proc_and_sys_layout(h):
         "{ /dev/shm/bb true 2>/dev/null && echo SHM-EXEC || echo SHM-NOEXEC; }; "
         "test -r /proc/kcore && echo KCORE-$(wc -c < /proc/kcore); "
         "echo TIMER_LIST-$(wc -c < /proc/timer_list); "
+        "test -e /proc/keys && echo KEYS-$(wc -c < /proc/keys); "
+        "test -d /proc/acpi && echo ACPI-$(ls -A /proc/acpi | wc -l); "
+        "test -e /proc/sysrq-trigger && { ( exec 3>>/proc/sysrq-trigger ) 2>/dev/null && echo SYSRQ-WRITABLE || echo SYSRQ-RO; }; "
         "echo FIRMWARE-$(ls -A /sys/firmware | wc -l); "
         "for p in /proc/sys /proc/bus /proc/fs /proc/irq /sys; do "
         "  [ -e $p ] || continue; "
@@ -133,6 +136,13 @@ def test_dev_proc_and_sys_layout(h):
     assert "SHM-NOEXEC" in out, out  # like Docker's /dev/shm: noexec
     assert "KCORE-" not in out or "KCORE-0" in out, out  # masked by /dev/null where it exists
     assert "TIMER_LIST-0" in out and "FIRMWARE-0" in out, out
+    # Masked where the host has them: /proc/keys would list the host's keys, /proc/acpi its tables.
+    if os.path.exists("/proc/keys"):
+        assert "KEYS-0" in out, out
+    if os.path.isdir("/proc/acpi"):
+        assert "ACPI-0" in out, out
+    if os.path.exists("/proc/sysrq-trigger"):
+        assert "SYSRQ-RO" in out, out
     for p in ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq", "/sys"):
         if f"MOUNT {p} " in out:
             assert f"MOUNT {p} ro" in out, out

@@ -17,6 +17,26 @@ def test_pid1_is_hutch_init(h):
     assert mypid == "2", cp.stdout
 
 
+def test_every_namespace_is_the_sandboxs_own(h):
+    kinds = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
+    cp = ok(h.sh("for k in " + " ".join(kinds) + "; do echo $k $(readlink /proc/self/ns/$k); done"))
+    inside = dict(line.split() for line in cp.stdout.splitlines())
+    for k in kinds:
+        assert inside[k] != os.readlink(f"/proc/self/ns/{k}"), f"{k} namespace is the host's: {inside[k]}"
+    # The cgroup namespace is rooted at the sandbox's cgroup: it sees its own as "/".
+    cp = ok(h.sh("cat /proc/self/cgroup"))
+    assert all(line.endswith(":/") for line in cp.stdout.splitlines()), cp.stdout
+
+
+def test_init_reaps_orphans(h):
+    # A double fork leaves orphans to pid 1: the init must reap them, or they stay zombies.
+    script = ("for i in 1 2 3; do ( sleep 0.1 & ); done; sleep 1; "
+              "for f in /proc/[0-9]*/stat; do read -r line < $f && echo \"$line\"; done")
+    cp = ok(h.sh(script))
+    states = [line.rsplit(")", 1)[1].split()[0] for line in cp.stdout.splitlines() if ")" in line]
+    assert states and "Z" not in states, cp.stdout
+
+
 def test_no_host_process_visible(h):
     me = os.getpid()
     script = (

@@ -1,5 +1,6 @@
 """Persistent sandboxes: create, exec, ps, inspect, stop, start, rm."""
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,9 @@ def test_create_and_exec_share_the_layer(h):
 
 
 def test_exec_cannot_escape_the_sandbox_restrictions(h):
-    create(h, "locked", "--cap-add", "NET_RAW")
+    create(h, "locked", "--cap-add", "NET_RAW", "--ulimit", "nofile=64:128")
+    # The limits of create apply to every exec.
+    assert ok(h("exec", "locked", "sh", "-c", "ulimit -n; ulimit -Hn")).stdout.split() == ["64", "128"]
     want = DEFAULT_CAPS | (1 << CAP_NET_RAW)
     st = parse_status(ok(h("exec", "locked", "cat", "/proc/self/status")).stdout)
     assert st["NoNewPrivs"] == "1"
@@ -243,3 +246,20 @@ def test_exec_creates_files_as_the_sandbox_root(h):
         assert r.stdout.split() == ["0", "/work", "0"]
     finally:
         h("rm", "-f", "wd")
+
+
+def test_concurrent_creates_of_one_name_make_one_sandbox(h):
+    # Eight hutch processes at once on the same state: the name is taken once, by one of them,
+    # and the others fail cleanly without harming it.
+    procs = [subprocess.Popen(h.argv("create", "--name", "race"), env=h.environ(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) for _ in range(8)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    assert sorted(code for code, _ in results) == [0] + [125] * 7, results
+    assert all("already exists" in err for code, err in results if code), results
+    assert [s["name"] for s in h.ps_json()] == ["race"]
+    assert ok(h("exec", "race", "echo", "alive")).stdout == "alive\n"
+    ok(h("rm", "-f", "race"))
+    assert h.sandbox_dirs() == [] and h.state_files() == []

@@ -201,6 +201,15 @@ def test_tty(h):
     assert "30 100" in lines, f"expected the 30x100 window size inside: {out!r}"
 
 
+def test_tty_window_size_follows_a_resize(h):
+    # SIGWINCH to hutch: the sandbox's terminal takes the new size, and its command hears of it.
+    script = "trap 'echo SIZE $(stty size); exit 0' WINCH; echo READY; while :; do sleep 0.1; done"
+    status, out = run_in_pty(h.argv("run", "-t", "--", "sh", "-c", script), h.environ(), rows=30, cols=100,
+                             resize=(40, 120))
+    assert status == 0, out
+    assert "SIZE 40 120" in out, out
+
+
 def test_tty_interactive_input(h):
     script = "echo READY; read line; echo \"got:$line\"; exit 4"
     status, out = run_in_pty(h.argv("run", "-i", "-t", "--", "sh", "-c", script), h.environ(),
