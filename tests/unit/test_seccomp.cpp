@@ -323,6 +323,25 @@ TEST_CASE("seccomp: hutch's default profile denies what it must and allows ordin
         {"perf_event_open", [] { return ::syscall(SYS_perf_event_open, nullptr, 0, -1, -1, 0); }, EPERM},
         {"userfaultfd", [] { return ::syscall(SYS_userfaultfd, O_CLOEXEC); }, EPERM},
         {"io_uring_setup", [] { return ::syscall(SYS_io_uring_setup, 0, nullptr); }, EPERM},
+        {"io_uring_enter", [] { return ::syscall(SYS_io_uring_enter, -1, 0, 0, 0, nullptr, 0); }, EPERM},
+        {"io_uring_register", [] { return ::syscall(SYS_io_uring_register, -1, 0, nullptr, 0); }, EPERM},
+        // Each argument list below is refused by the kernel too, before any effect, should the
+        // filter ever let one through (the tests run as root).
+        {"add_key", [] { return ::syscall(SYS_add_key, nullptr, nullptr, nullptr, 0, 0); }, EPERM},
+        {"request_key", [] { return ::syscall(SYS_request_key, nullptr, nullptr, nullptr, 0); }, EPERM},
+        {"kexec_load (bad flags)", [] { return ::syscall(SYS_kexec_load, 0, 0, nullptr, 0xdead0000UL); }, EPERM},
+        {"kexec_file_load (bad fds)", [] { return ::syscall(SYS_kexec_file_load, -1, -1, 0, nullptr, 0); }, EPERM},
+        {"init_module (no image)", [] { return ::syscall(SYS_init_module, nullptr, 0, ""); }, EPERM},
+        {"delete_module (no such)", [] { return ::syscall(SYS_delete_module, "hutch-no-such-module", O_NONBLOCK); }, EPERM},
+        {"acct (missing file)", [] { return ::syscall(SYS_acct, "/nonexistent-hutch-test/acct"); }, EPERM},
+        {"swapon (missing file)", [] { return ::syscall(SYS_swapon, "/nonexistent-hutch-test", 0); }, EPERM},
+        {"lookup_dcookie", [] { return ::syscall(SYS_lookup_dcookie, 0, nullptr, 0); }, EPERM},
+        {"clock_adjtime(read only)",
+         [] {
+             struct timex tx{};
+             return ::syscall(SYS_clock_adjtime, CLOCK_REALTIME, &tx);
+         },
+         EPERM},
         {"umount2", [] { return ::syscall(SYS_umount2, "/nonexistent-hutch-test", 0); }, EPERM},
         {"pivot_root", [] { return ::syscall(SYS_pivot_root, "/nonexistent-a", "/nonexistent-b"); }, EPERM},
         {"setns", [] { return ::syscall(SYS_setns, -1, 0); }, EPERM},
