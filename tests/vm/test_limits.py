@@ -284,3 +284,56 @@ def _remove_cgroup_tree(path):
                 break
         time.sleep(0.05)
     os.rmdir(path)
+
+
+def test_each_limit_lands_in_its_control_file(h):
+    assert h("create", "--name", "files", "--memory", "64m", "--memory-swap", "96m", "--cpu-weight", "50",
+             "--pids-limit", "40").returncode == 0
+    try:
+        cg = json.loads(h("inspect", "files").stdout)[0]["state"]["cgroup"]
+        want = {"memory.max": "67108864", "pids.max": "40", "cpu.weight": "50"}
+        if os.path.exists(os.path.join(cg, "memory.swap.max")):
+            want["memory.swap.max"] = str(32 << 20)  # --memory-swap counts memory plus swap
+        for name, value in want.items():
+            with open(os.path.join(cg, name)) as f:
+                assert f.read().strip() == value, name
+    finally:
+        h("rm", "-f", "files")
+    # Without --memory-swap a memory limit allows no swap.
+    assert h("create", "--name", "noswap", "--memory", "64m").returncode == 0
+    try:
+        cg = json.loads(h("inspect", "noswap").stdout)[0]["state"]["cgroup"]
+        if os.path.exists(os.path.join(cg, "memory.swap.max")):
+            with open(os.path.join(cg, "memory.swap.max")) as f:
+                assert f.read().strip() == "0"
+    finally:
+        h("rm", "-f", "noswap")
+
+
+def test_a_policys_limits_are_applied(h, tmp_path):
+    policy = tmp_path / "limits.toml"
+    policy.write_text('[limits]\nmemory = "48m"\npids = 30\n')
+    os.chmod(tmp_path, 0o755)
+    os.chmod(policy, 0o644)
+    assert h("create", "--name", "pol", "--policy", str(policy)).returncode == 0
+    try:
+        cg = json.loads(h("inspect", "pol").stdout)[0]["state"]["cgroup"]
+        with open(os.path.join(cg, "memory.max")) as f:
+            assert f.read().strip() == str(48 << 20)
+        with open(os.path.join(cg, "pids.max")) as f:
+            assert f.read().strip() == "30"
+    finally:
+        h("rm", "-f", "pol")
+
+
+def test_sigterm_to_hutch_removes_the_cgroup(h):
+    p = h.popen("run", "--name", "term", "--pids-limit", "50", "--", "sleep", "60")
+    deadline = time.monotonic() + 20
+    while not os.path.isdir(cgroup_of("term")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.path.isdir(cgroup_of("term"))
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM, p.returncode
+    assert not os.path.exists(cgroup_of("term"))
