@@ -163,6 +163,17 @@ def test_stats_are_reported(h):
         h("rm", "-f", "st")
 
 
+def _run_sleeping(h, name):
+    """`hutch run --name NAME --pids-limit 50 -- sleep 60`, once its cgroup exists and it runs."""
+    p = h.popen("run", "--name", name, "--pids-limit", "50", "--", "sleep", "60")
+    deadline = time.monotonic() + 20
+    while not os.path.isdir(cgroup_of(name)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.path.isdir(cgroup_of(name))
+    time.sleep(0.5)
+    return p
+
+
 def test_cgroup_is_gone_after_every_exit_path(h):
     # normal exit, failing command, timeout
     for args in (["true"], ["sh", "-c", "exit 3"], ["--timeout", "1s", "--", "sleep", "60"]):
@@ -170,12 +181,7 @@ def test_cgroup_is_gone_after_every_exit_path(h):
         r = h("run", "--name", name, "--pids-limit", "50", *args)
         assert not os.path.exists(cgroup_of(name)), (args, r)
     # kill -9 of hutch itself: the next hutch invocation sweeps the cgroup
-    p = h.popen("run", "--name", "killed", "--pids-limit", "50", "--", "sleep", "60")
-    deadline = time.time() + 20
-    while not os.path.isdir(cgroup_of("killed")) and time.time() < deadline:
-        time.sleep(0.05)
-    assert os.path.isdir(cgroup_of("killed"))
-    time.sleep(0.5)
+    p = _run_sleeping(h, "killed")
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     deadline = time.time() + 10
@@ -327,12 +333,7 @@ def test_a_policys_limits_are_applied(h, tmp_path):
 
 
 def test_sigterm_to_hutch_removes_the_cgroup(h):
-    p = h.popen("run", "--name", "term", "--pids-limit", "50", "--", "sleep", "60")
-    deadline = time.monotonic() + 20
-    while not os.path.isdir(cgroup_of("term")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert os.path.isdir(cgroup_of("term"))
-    time.sleep(0.3)
+    p = _run_sleeping(h, "term")
     p.send_signal(signal.SIGTERM)
     p.communicate(timeout=60)
     assert p.returncode == 128 + signal.SIGTERM, p.returncode
