@@ -96,7 +96,9 @@ int stats(const GlobalOptions& g, const std::vector<std::string>& names, const s
         auto live = state::load_live(paths, n);
         if (!live) fail("sandbox is not running", n, "start it with 'hutch start " + n + "'");
         auto cg = live->cgroup.empty() ? std::nullopt : cgroup::Cgroup::open(live->cgroup);
-        if (!cg) fail("sandbox has no cgroup", n, "create it with a limit (--memory, --pids-limit, --cpus) or --stats");
+        if (!cg)
+            fail("sandbox has no cgroup", n,
+                 "it was started where cgroup v2 could not be used (see 'hutch doctor'); its statistics need one");
         cgroup::Stats s = cg->stats();
         if (format == "json") {
             nlohmann::json j = usage(s);

@@ -752,13 +752,17 @@ bool wait_exit(int pidfd, double seconds) {
 }
 
 // The sandbox's cgroup, when it has limits or stats were asked for. An explicit limit on a host
-// without usable cgroup v2 is an error (locate() says what is missing).
+// without usable cgroup v2 is an error (locate() says what is missing). A persistent sandbox
+// gets one without them too where the host offers it, so that `hutch stats` has its figures (as
+// docker has for every container); where it does not, it runs without.
 std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec, const Paths& paths) {
-    if (spec.resources.empty() && !spec.stats) return std::nullopt;
+    const bool asked = !spec.resources.empty() || spec.stats;
+    if (!asked && !spec.persistent) return std::nullopt;
+    const bool for_stats = spec.stats || !asked;
     // Usually the parent is there with its controllers from an earlier run: a dozen reads and
     // checks fewer. When it is not, writing the limits fails and the full way prepares it.
-    // (Not for --stats: the parent may not have every controller whose files it reads.)
-    if (auto where = spec.stats ? std::nullopt : cgroup::prepared_root_parent()) {
+    // (Not for statistics: the parent may not have every controller whose files they read.)
+    if (auto where = for_stats ? std::nullopt : cgroup::prepared_root_parent()) {
         try {
             return cgroup::Cgroup::create(*where, cgroup::name_for(paths, spec.name), spec.resources);
         } catch (const Error&) {
@@ -767,9 +771,10 @@ std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec, const Paths& 
     try {
         static const std::vector<std::string> kStatistics{"memory", "pids", "cpu", "io"};
         cgroup::Hierarchy where =
-            cgroup::locate(cgroup::controllers_for(spec.resources), spec.stats ? kStatistics : std::vector<std::string>{});
+            cgroup::locate(cgroup::controllers_for(spec.resources), for_stats ? kStatistics : std::vector<std::string>{});
         return cgroup::Cgroup::create(where, cgroup::name_for(paths, spec.name), spec.resources);
     } catch (const Error& e) {
+        if (!asked) return std::nullopt;
         if (!spec.limits_from_policy || spec.stats) throw;
         log::warn(std::string("the policy's resource limits are not applied: ") + e.what());
         return std::nullopt;
