@@ -195,6 +195,7 @@ struct Birth {
     Pipe status;   // init → front end: the exit status, written before init's own exit
     Pipe unshared;   // init → front end: its network namespace exists
     SocketPair tty;  // init → front end: the pty's master
+    SocketPair lower_tree;  // front end → init: root's --rootfs, idmapped (mounts::idmapped_tree)
     struct winsize winsize {};
     bool have_winsize = false;
     int cgroup_fd = -1;  // the sandbox's cgroup (CLONE_INTO_CGROUP), or -1 without limits
@@ -233,6 +234,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         b.sync.wr.reset();
         b.report.rd.reset();
         b.tty.parent.reset();
+        b.lower_tree.parent.reset();
         b.status.rd.reset();
         b.unshared.rd.reset();
         if (::unshare(kInitNamespaces) != 0)
@@ -280,6 +282,12 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         if (!b.host.upper.empty()) upper = open_path(b.host.upper);
         // libnftables must be loaded while the host's libraries are still visible.
         if (b.egress) b.egress->sandbox_before_pivot(spec.idmap);
+        if (b.lower_tree.child) {
+            // EOF instead of the tree: the tree's files keep the owners they have.
+            UniqueFd tree = recv_fd(b.lower_tree.child.get());
+            if (tree && mounts::attach_over(tree.get(), spec.rootfs)) trace("init: idmapped --rootfs attached");
+            b.lower_tree.child.reset();
+        }
         mounts::enter_overlay_root(b.host);
         trace("init: in the overlay root");
         mounts::populate(spec, detached, spec.idmap.maps_gid(5));
@@ -659,6 +667,7 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     b.report.wr.reset();
     b.status.wr.reset();
     b.tty.child.reset();
+    b.lower_tree.child.reset();
     b.unshared.wr.reset();
     try {
         // Nested in the kept user namespace, the go-between wrote the maps already; otherwise
@@ -686,6 +695,13 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     };
     send(release_message(*b.security));
     trace("front end: id maps written");
+    if (b.lower_tree.parent) {
+        // While the init becomes root of its namespace; it waits for the tree before its overlay.
+        UniqueFd ns(::open(("/proc/" + std::to_string(pid) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+        UniqueFd tree = ns ? mounts::idmapped_tree(spec.rootfs, ns.get()) : UniqueFd();
+        if (!tree || !send_fd(b.lower_tree.parent.get(), tree.get())) b.lower_tree.parent.reset();
+        trace("front end: idmapped --rootfs sent");
+    }
     if (!b.egress) {
         try {
             bring_up_loopback_of(pidfd);
@@ -712,7 +728,12 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
     b.host.target = scratch.mount_point;
     // Root's sandbox runs as an unprivileged range that may not reach the caller's files: the
     // bind sources are opened here, with root's own access, and attached inside.
-    if (::geteuid() == 0) b.host.binds = mounts::open_bind_sources(spec.binds);
+    if (::geteuid() == 0) {
+        b.host.binds = mounts::open_bind_sources(spec.binds);
+        // Its files owned by the host's root are then root's inside, not nobody's.
+        if (!spec.rootfs.empty() && scratch.writable && spec.lower_dirs == std::vector<std::string>{spec.rootfs})
+            b.lower_tree = SocketPair::make();
+    }
     b.sync = Pipe::make();
     b.report = Pipe::make();
     b.status = Pipe::make();

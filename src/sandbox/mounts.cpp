@@ -47,6 +47,23 @@ void attach(int mount_fd, const std::string& target) {
         throw_errno("cannot attach mount", target);
 }
 
+}  // namespace
+
+UniqueFd idmapped_tree(const std::string& dir, int userns_fd) {
+    UniqueFd tree(::open_tree(AT_FDCWD, dir.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+    struct mount_attr a {};
+    a.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
+    a.userns_fd = static_cast<uint64_t>(userns_fd);
+    if (!tree || ::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &a, sizeof a) != 0) return {};
+    return tree;
+}
+
+bool attach_over(int tree_fd, const std::string& dir) {
+    return ::move_mount(tree_fd, "", AT_FDCWD, dir.c_str(), MOVE_MOUNT_F_EMPTY_PATH) == 0;
+}
+
+namespace {
+
 // Creates missing parents of `path` (inside the new root) and the mount point itself.
 void ensure_mountpoint(const std::string& path, bool directory) {
     std::string cur;

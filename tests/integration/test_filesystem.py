@@ -1,8 +1,11 @@
 """The sandbox's filesystem: a throwaway layer over the base, binds, --read-only and --tmpfs."""
 import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
+
+import pytest
 
 from hutchlib import ROOTFS_SRC, guarded, kill_quietly, ok
 
@@ -201,3 +204,23 @@ def test_read_only_root_that_may_be_remounted_uses_the_overlay(h):
     read-only root is an overlay, whose writes can only ever reach its own layer."""
     cp = ok(h.sh("cat /proc/self/mountinfo", "--read-only", "--cap-add", "SYS_ADMIN"))
     assert _root_fstype(cp.stdout) == "overlay", cp.stdout
+
+
+def test_roots_rootfs_tree_owned_by_the_hosts_root_is_writable_inside(hroot):
+    # Root's sandboxes run as an unprivileged range: the tree's root-owned files would show as
+    # nobody's and refuse every change. An idmapped mount of the tree makes them root's inside;
+    # the changes go to the writable layer, never to the tree.
+    h = hroot
+    fstype = subprocess.run(["stat", "-f", "-c", "%T", h.world.rootfs], capture_output=True, text=True).stdout.strip()
+    release = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    if release < (5, 19) or (fstype == "tmpfs" and release < (6, 3)):
+        pytest.skip(f"Linux {os.uname().release} cannot idmap {fstype} under an overlay (tmpfs needs 6.3)")
+    passwd = Path(h.world.rootfs) / "etc" / "passwd"
+    before = passwd.read_bytes()
+    assert os.stat(passwd).st_uid == 0
+    script = ("stat -c 'OWNER %u:%g' /etc/passwd; mkdir /etc/new-dir && echo extra >> /etc/passwd && "
+              "tail -n 1 /etc/passwd")
+    cp = ok(guarded(h("run", "--rootfs", h.world.rootfs, "--", "sh", "-c", h.guard + script)))
+    assert cp.stdout.splitlines() == ["OWNER 0:0", "extra"], cp.stdout
+    assert passwd.read_bytes() == before
+    assert not (Path(h.world.rootfs) / "etc" / "new-dir").exists()

@@ -43,6 +43,16 @@ Detached prepare(const SandboxSpec& spec, std::vector<UniqueFd> parent_binds);
 // Opens detached clones of the spec's bind sources as the current credentials (used by the parent
 // when it is root, by the sandbox otherwise).
 std::vector<UniqueFd> open_bind_sources(const std::vector<BindMount>& binds);
+// Root's sandboxes run as an unprivileged id range, so a --rootfs tree owned by the host's root
+// would be read-only inside (its owners unmapped there). An idmapped mount of it through the
+// sandbox's user namespace (`userns_fd`) shows the tree's uid N as uid N inside, which the
+// writable layer then copies up from. Made by the front end (only root may idmap a host
+// filesystem), read-only; invalid when the kernel or the filesystem cannot (Linux 5.12+, and
+// tmpfs only from 6.3): the tree is then used as it is.
+UniqueFd idmapped_tree(const std::string& dir, int userns_fd);
+// In the init, before step 3: attaches that tree over `dir` in the sandbox's mount namespace,
+// where the overlay then finds it by its usual path. False when it could not.
+bool attach_over(int tree_fd, const std::string& dir);
 // Step 3.
 void enter_overlay_root(const HostSide& host);
 
