@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <vector>
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
@@ -25,17 +26,32 @@ static std::string home_dir() {
          "set HOME or XDG_DATA_HOME, or pass --root DIR");
 }
 
-// `dir` made absolute from the working directory, without trailing slashes: the same --root
-// names the same state wherever hutch is started (sandboxes' cgroups are named after it).
+// `dir` made absolute from the working directory and lexically normal ("//", "." and ".."
+// resolved, no trailing slash): the same --root names the same state wherever hutch is started,
+// however it is spelled (sandboxes' cgroups are named after it). Symbolic links stay as given.
 static std::string absolute(const std::string& dir) {
-    std::string out = dir;
-    if (out[0] != '/') {
+    std::string path = dir;
+    if (path[0] != '/') {
         char cwd[4096];
         if (!::getcwd(cwd, sizeof cwd)) throw_errno("cannot find the working directory for --root", dir);
-        out = std::string(cwd) + "/" + out;
+        path = std::string(cwd) + "/" + path;
     }
-    while (out.size() > 1 && out.back() == '/') out.pop_back();
-    return out;
+    std::vector<std::string> parts;
+    size_t start = 0;
+    while (start <= path.size()) {
+        size_t end = path.find('/', start);
+        if (end == std::string::npos) end = path.size();
+        std::string c = path.substr(start, end - start);
+        if (c == "..") {
+            if (!parts.empty()) parts.pop_back();
+        } else if (!c.empty() && c != ".") {
+            parts.push_back(c);
+        }
+        start = end + 1;
+    }
+    std::string out;
+    for (const auto& c : parts) out += "/" + c;
+    return out.empty() ? "/" : out;
 }
 
 Paths Paths::resolve(const std::string& root_override) {

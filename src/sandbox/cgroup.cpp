@@ -157,13 +157,25 @@ void make_room(const std::string& root) {
 
 // Creates every directory from `from` (exclusive) down to `to`, enabling `wanted` for the
 // children of each, `to` included: sandboxes' cgroups are its children.
-void prepare_path(const std::string& from, const std::string& to, const std::vector<std::string>& wanted) {
+// `optional` ones are enabled one at a time where they can be, and skipped where they cannot (a
+// cpu controller refused for a real-time task in the subtree, say): statistics do without them.
+void prepare_path(const std::string& from, const std::string& to, const std::vector<std::string>& wanted,
+                  const std::vector<std::string>& optional) {
+    auto enable = [&](const std::string& dir) {
+        enable_for_children(dir, wanted);
+        for (const auto& c : optional) {
+            try {
+                enable_for_children(dir, {c});
+            } catch (const Error&) {
+            }
+        }
+    };
     std::string dir = from;
-    enable_for_children(dir, wanted);
+    enable(dir);
     while (dir != to) {
         dir = to.substr(0, to.find('/', dir.size() + 1));
         if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create cgroup", dir);
-        enable_for_children(dir, wanted);
+        enable(dir);
     }
 }
 
@@ -247,9 +259,10 @@ bool write_limits(int dirfd, const std::string& dir, const Resources& r) {
         try {
             put("memory.swap.max", swap);
         } catch (const Error& e) {
-            // A kernel without swap accounting: no swap to forbid, but one asked for cannot be given.
+            // A kernel without swap accounting: no swap to forbid, but swap asked for cannot be
+            // given (--memory-swap above --memory; -1, unlimited, is what such a kernel does).
             if (e.error_number() != ENOENT) throw;
-            if (r.memory_swap != 0)
+            if (r.memory_swap > r.memory)
                 fail("--memory-swap needs swap accounting", dir + "/memory.swap.max",
                      "this kernel does not account swap (CONFIG_MEMCG_SWAP, or swapaccount=0 on its command "
                      "line); drop --memory-swap");
@@ -365,11 +378,11 @@ Hierarchy locate(const std::vector<std::string>& required, const std::vector<std
     const Inspection in = inspect();
     // --stats reads every controller's files: those available are enabled too, so that
     // memory.peak, pids.peak and io.stat exist; a missing one leaves its figures at 0.
-    std::vector<std::string> controllers = required;
+    std::vector<std::string> optional;
     for (const auto& c : if_available)
         if (std::find(in.available.begin(), in.available.end(), c) != in.available.end() &&
-            std::find(controllers.begin(), controllers.end(), c) == controllers.end())
-            controllers.push_back(c);
+            std::find(required.begin(), required.end(), c) == required.end())
+            optional.push_back(c);
     // A hybrid host (v1 controllers at /sys/fs/cgroup, an empty v2 beside them) is refused
     // outright: its v2 part has no controllers, and v1 is never written.
     if (in.layout == Layout::Hybrid)
@@ -386,7 +399,7 @@ Hierarchy locate(const std::vector<std::string>& required, const std::vector<std
         if (in.parent_outside_mount)
             fail("HUTCH_CGROUP_PARENT must be inside the cgroup2 mount", in.parent, "e.g. " + in.mount + "/hutch");
         require_controllers(in, required, "this kernel does not offer it");
-        prepare_path(in.mount, in.parent, controllers);
+        prepare_path(in.mount, in.parent, required, optional);
         return h;
     }
     if (!in.own) {
@@ -396,7 +409,7 @@ Hierarchy locate(const std::vector<std::string>& required, const std::vector<std
     if (in.delegation_root.empty()) fail("your cgroup is not delegated to you", in.own_dir, kDelegateHint);
     require_controllers(in, required, kDelegateHint);
     make_room(in.delegation_root);
-    prepare_path(in.delegation_root, in.parent, controllers);
+    prepare_path(in.delegation_root, in.parent, required, optional);
     return h;
 }
 

@@ -31,6 +31,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -282,13 +283,21 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         if (!b.host.upper.empty()) upper = open_path(b.host.upper);
         // libnftables must be loaded while the host's libraries are still visible.
         if (b.egress) b.egress->sandbox_before_pivot(spec.idmap);
+        bool idmapped = false;
         if (b.lower_tree.child) {
             // EOF instead of the tree: the tree's files keep the owners they have.
             UniqueFd tree = recv_fd(b.lower_tree.child.get());
-            if (tree && mounts::attach_over(tree.get(), spec.rootfs)) trace("init: idmapped --rootfs attached");
+            idmapped = tree && mounts::attach_over(tree.get(), spec.rootfs);
+            if (idmapped) trace("init: idmapped --rootfs attached");
             b.lower_tree.child.reset();
         }
-        mounts::enter_overlay_root(b.host);
+        try {
+            mounts::enter_overlay_root(b.host);
+        } catch (const Error&) {
+            // An overlayfs that refuses the idmapped layer: the tree as it is, then.
+            if (!idmapped || ::umount2(spec.rootfs.c_str(), MNT_DETACH) != 0) throw;
+            mounts::enter_overlay_root(b.host);
+        }
         trace("init: in the overlay root");
         mounts::populate(spec, detached, spec.idmap.maps_gid(5));
         trace("init: mounts populated");
@@ -779,7 +788,7 @@ bool wait_exit(int pidfd, double seconds) {
 std::optional<cgroup::Cgroup> make_cgroup(const SandboxSpec& spec, const Paths& paths) {
     const bool asked = !spec.resources.empty() || spec.stats;
     if (!asked && !spec.persistent) return std::nullopt;
-    const bool for_stats = spec.stats || !asked;
+    const bool for_stats = spec.stats || spec.persistent;  // `hutch stats` may ask any time
     // Usually the parent is there with its controllers from an earlier run: a dozen reads and
     // checks fewer. When it is not, writing the limits fails and the full way prepares it.
     // (Not for statistics: the parent may not have every controller whose files they read.)
@@ -1033,8 +1042,11 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     if (proc.rlimits.empty()) proc.rlimits = spec.process.rlimits;
     Security security = saved_security(spec, paths);
     // Opened while host paths are still reachable; the command is born in it, under the limits.
+    // Without limits the cgroup is only for statistics: an exec that cannot join it (from a
+    // session whose cgroup is not delegated, say) runs outside it, as it would on a host without.
+    const bool cgroup_optional = spec.resources.empty();
     std::optional<cgroup::Cgroup> cg;
-    if (!live->cgroup.empty() && !(cg = cgroup::Cgroup::open(live->cgroup)))
+    if (!live->cgroup.empty() && !(cg = cgroup::Cgroup::open(live->cgroup)) && !cgroup_optional)
         fail("the sandbox's cgroup is gone", live->cgroup, "restart the sandbox: hutch stop " + name + " && hutch start " + name);
     uint64_t ooms_before = cg ? cg->oom_kills() : 0;
     // Opened here, with the host's view and credentials, which the kernel checks the move
@@ -1043,7 +1055,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     const bool born_in_cgroup = cg && spec.resources.pids > 0;
     UniqueFd cgroup_procs;
     if (cg && !born_in_cgroup &&
-        !(cgroup_procs = UniqueFd(::openat(cg->fd(), "cgroup.procs", O_WRONLY | O_CLOEXEC))))
+        !(cgroup_procs = UniqueFd(::openat(cg->fd(), "cgroup.procs", O_WRONLY | O_CLOEXEC))) && !cgroup_optional)
         throw_errno("cannot open the sandbox's cgroup", live->cgroup + "/cgroup.procs");
     trace("front end: seccomp program and cgroup");
 
@@ -1084,6 +1096,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
         if (pid == 0) exec_process(ctx);
     } else {
         ctx.cgroup_procs_fd = cgroup_procs.get();
+        ctx.cgroup_optional = cgroup_optional;
         spawn_command(ctx, &child_pidfd);
     }
     UniqueFd child(child_pidfd);
@@ -1112,8 +1125,10 @@ void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
     if (!live) {
         // Already stopped. An init that died without hutch (killed, or its `hutch create`
         // killed before it was recorded) leaves its cgroup: no process is in it any more, since
-        // they all died with the init's pid namespace.
-        cgroup::remove_stale(cgroup::name_for(paths, name));
+        // they all died with the init's pid namespace. Not while the sandbox's lock is held: a
+        // `start` in progress (its state not written yet) holds it, as a live init does.
+        if (FileLock unused = FileLock::try_acquire_directory(state::plan_scratch(paths, name).dir))
+            cgroup::remove_stale(cgroup::name_for(paths, name));
         state::remove_live(paths, name);
         return;
     }

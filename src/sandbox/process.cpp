@@ -168,7 +168,7 @@ void exec_process(const ProcessContext& ctx) {
     try {
         const ProcessSpec& p = *ctx.process;
         // Into the sandbox's cgroup first: nothing of the command runs outside its limits.
-        if (ctx.cgroup_procs_fd >= 0 && ::write(ctx.cgroup_procs_fd, "0", 1) != 1)
+        if (ctx.cgroup_procs_fd >= 0 && ::write(ctx.cgroup_procs_fd, "0", 1) != 1 && !ctx.cgroup_optional)
             throw_errno("cannot join the sandbox's cgroup");
         if (ctx.cgroupns_of >= 0 && ::setns(ctx.cgroupns_of, CLONE_NEWCGROUP) != 0)
             throw_errno("cannot join the sandbox's cgroup namespace");

@@ -275,6 +275,18 @@ def test_stats_enable_the_controllers_they_read_under_a_new_parent(h):
         with open(os.path.join(parent, "cgroup.subtree_control")) as f:
             assert {"memory", "pids"} <= set(f.read().split())
         assert [d for d in os.listdir(parent) if d.startswith("fresh-")] == []
+        # A persistent sandbox with only a pids limit still has every figure for `hutch stats`.
+        h2 = tempfile.mkdtemp(prefix="hutch-vm-stats-", dir="/tmp")
+        os.chmod(h2, 0o711)
+        other = Hutch(h2)
+        try:
+            assert other("create", "--name", "pl", "--pids-limit", "20", env=env).returncode == 0
+            assert other("exec", "pl", "--", "sh", "-c", "head -c 5000000 /dev/zero | wc -c", env=env).returncode == 0
+            s = json.loads(other("stats", "--format", "json", "pl", env=env).stdout)[0]
+            assert s["memory_peak"] > 0 and s["pids_current"] >= 1, s
+        finally:
+            other("rm", "-f", "pl", env=env)
+            shutil.rmtree(h2, ignore_errors=True)
     finally:
         _remove_cgroup_tree(parent)
 

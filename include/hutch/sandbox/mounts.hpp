@@ -47,8 +47,8 @@ std::vector<UniqueFd> open_bind_sources(const std::vector<BindMount>& binds);
 // would be read-only inside (its owners unmapped there). An idmapped mount of it through the
 // sandbox's user namespace (`userns_fd`) shows the tree's uid N as uid N inside, which the
 // writable layer then copies up from. Made by the front end (only root may idmap a host
-// filesystem), read-only; invalid when the kernel or the filesystem cannot (Linux 5.12+, and
-// tmpfs only from 6.3): the tree is then used as it is.
+// filesystem), read-only; invalid when the kernel or the filesystem cannot (overlayfs takes
+// idmapped layers from Linux 5.19, tmpfs is idmapped from 6.3): the tree is then used as it is.
 UniqueFd idmapped_tree(const std::string& dir, int userns_fd);
 // In the init, before step 3: attaches that tree over `dir` in the sandbox's mount namespace,
 // where the overlay then finds it by its usual path. False when it could not.

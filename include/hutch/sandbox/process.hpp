@@ -22,6 +22,7 @@ struct ProcessContext {
     // `hutch exec`: the command joins the sandbox's cgroup (its cgroup.procs, opened on the
     // host) and then the cgroup namespace of the init whose pidfd this is; -1: nothing to join.
     int cgroup_procs_fd = -1;
+    bool cgroup_optional = false;  // a refused move into it is no error (a cgroup for statistics only)
     int cgroupns_of = -1;
 };
 
