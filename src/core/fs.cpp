@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <random>
+#include <vector>
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fd.hpp"
@@ -47,6 +48,25 @@ void write_file_atomic(const std::string& path, const std::string& data, mode_t 
         ::unlink(tmp.c_str());
         throw;
     }
+}
+
+std::string lexical_normal(const std::string& path) {
+    std::vector<std::string> parts;
+    size_t i = 0;
+    while (i <= path.size()) {
+        size_t j = path.find('/', i);
+        if (j == std::string::npos) j = path.size();
+        std::string part = path.substr(i, j - i);
+        if (part == "..") {
+            if (!parts.empty()) parts.pop_back();
+        } else if (!part.empty() && part != ".") {
+            parts.push_back(part);
+        }
+        i = j + 1;
+    }
+    std::string out;
+    for (const auto& p : parts) out += "/" + p;
+    return out.empty() ? "/" : out;
 }
 
 bool make_dirs(const std::string& path, mode_t mode) {

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <vector>
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
@@ -36,22 +35,7 @@ static std::string absolute(const std::string& dir) {
         if (!::getcwd(cwd, sizeof cwd)) throw_errno("cannot find the working directory for --root", dir);
         path = std::string(cwd) + "/" + path;
     }
-    std::vector<std::string> parts;
-    size_t start = 0;
-    while (start <= path.size()) {
-        size_t end = path.find('/', start);
-        if (end == std::string::npos) end = path.size();
-        std::string c = path.substr(start, end - start);
-        if (c == "..") {
-            if (!parts.empty()) parts.pop_back();
-        } else if (!c.empty() && c != ".") {
-            parts.push_back(c);
-        }
-        start = end + 1;
-    }
-    std::string out;
-    for (const auto& c : parts) out += "/" + c;
-    return out.empty() ? "/" : out;
+    return fs::lexical_normal(path);
 }
 
 Paths Paths::resolve(const std::string& root_override) {

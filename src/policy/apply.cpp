@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "hutch/core/error.hpp"
+#include "hutch/core/fs.hpp"
 #include "hutch/policy/policy.hpp"
 #include "hutch/sandbox/caps.hpp"
 
@@ -429,31 +430,11 @@ bool contains(const std::vector<std::string>& v, const std::string& s) {
     return std::find(v.begin(), v.end(), s) != v.end();
 }
 
-// Collapses ".", ".." and repeated slashes of an absolute path without touching the disk.
-std::string lexical_normal(const std::string& path) {
-    std::vector<std::string> parts;
-    size_t i = 0;
-    while (i <= path.size()) {
-        size_t j = path.find('/', i);
-        if (j == std::string::npos) j = path.size();
-        std::string part = path.substr(i, j - i);
-        if (part == "..") {
-            if (!parts.empty()) parts.pop_back();
-        } else if (!part.empty() && part != ".") {
-            parts.push_back(part);
-        }
-        i = j + 1;
-    }
-    std::string out;
-    for (const auto& p : parts) out += "/" + p;
-    return out.empty() ? "/" : out;
-}
-
 // The real path when it exists (symlinks resolved, as bind sources are), else the lexical form.
 std::string canonical(const std::string& path) {
     char buf[PATH_MAX];
     if (::realpath(path.c_str(), buf)) return buf;
-    return lexical_normal(path);
+    return fs::lexical_normal(path);
 }
 
 // Component-wise: /home/u is under /home, /home2 is not.
@@ -532,7 +513,7 @@ void within_seccomp(const Policy& user, const Policy& admin) {
 void within_mounts(const Policy& user, const Policy& admin) {
     if (admin.bind_sources && user.bind_sources)
         for (const auto& s : *user.bind_sources)
-            if (!under_any(lexical_normal(s), *admin.bind_sources, false))
+            if (!under_any(fs::lexical_normal(s), *admin.bind_sources, false))
                 widen(user, "mounts.allowed_sources", "mounts.allowed_sources includes " + quote(s) + ", which", admin,
                       "mounts.allowed_sources", list(*admin.bind_sources, true));
     if (admin.binds_read_only && !user.binds_read_only && user.origins.count("mounts.read_only"))

@@ -14,6 +14,8 @@ void write_file_atomic(const std::string& path, const std::string& data, mode_t 
 // mkdir -p; existing directories are fine. Returns true if the last component was created.
 bool make_dirs(const std::string& path, mode_t mode = 0700);
 bool exists(const std::string& path);
+// Collapses ".", ".." and repeated slashes of an absolute path without touching the disk.
+std::string lexical_normal(const std::string& path);
 // Throws unless every directory on the way to `path` (itself included) is searchable by others:
 // root's sandboxes run as an unprivileged uid range that looks their layers up by path.
 void require_searchable(const std::string& path, const std::string& what);
