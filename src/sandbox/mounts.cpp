@@ -1,9 +1,11 @@
 #include "hutch/sandbox/mounts.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -305,6 +307,20 @@ void enter_overlay_root(const HostSide& host) {
     pivot_into(host.target);
 }
 
+// Followed to where it leads, a bind's or tmpfs's destination must be neither the root nor in
+// /proc (run.cpp checks its text): a symlink the sandbox left in its layer could otherwise turn a
+// bind given at `create` onto them at a later `start`.
+static void check_resolved_destination(const std::string& dest, const char* what) {
+    struct statfs fs;
+    struct stat st, root;
+    bool in_proc = ::statfs(dest.c_str(), &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC;
+    bool is_root = ::stat(dest.c_str(), &st) == 0 && ::stat("/", &root) == 0 && st.st_dev == root.st_dev &&
+                   st.st_ino == root.st_ino;
+    if (in_proc || is_root)
+        fail(std::string("the ") + what + " destination leads to " + (in_proc ? "/proc" : "/"), dest,
+             "a symbolic link in the sandbox points it there; remove the link, or pick another container path");
+}
+
 void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped) {
     ensure_mountpoint("/proc", true);
     attach(detached.proc.get(), "/proc");
@@ -318,10 +334,12 @@ void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped) 
     for (size_t i = 0; i < spec.binds.size(); ++i) {
         const auto& b = spec.binds[i];
         ensure_mountpoint(b.destination, is_dir_fd(detached.binds[i].get()));
+        check_resolved_destination(b.destination, "-v");
         attach(detached.binds[i].get(), b.destination);
     }
     for (const auto& t : spec.tmpfs) {
         ensure_mountpoint(t.destination, true);
+        check_resolved_destination(t.destination, "--tmpfs");
         std::string opts = "mode=1777";
         if (!t.options.empty()) opts += "," + t.options;
         mount_tmpfs(t.destination, MS_NOSUID | MS_NODEV, opts);

@@ -263,3 +263,15 @@ def test_concurrent_creates_of_one_name_make_one_sandbox(h):
     assert ok(h("exec", "race", "echo", "alive")).stdout == "alive\n"
     ok(h("rm", "-f", "race"))
     assert h.sandbox_dirs() == [] and h.state_files() == []
+
+
+def test_a_symlink_left_in_the_layer_cannot_turn_a_bind_onto_proc(h):
+    # Binds given at create are attached again at every start, in the sandbox's own layer: a link
+    # the sandbox put on their path must not lead them over /proc.
+    src = h.host_dir("bindsrc")
+    create(h, "sl", "-v", f"{src}:/a/sys")
+    ok(h("exec", "sl", "sh", "-c", "mv /a /b && ln -s /proc /a"))
+    ok(h("stop", "sl"))
+    cp = h("start", "sl")
+    assert cp.returncode != 0 and "leads to /proc" in cp.stderr, describe(cp)
+    assert ps_status(h)["sl"] == "stopped"
