@@ -18,7 +18,6 @@
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -40,6 +39,7 @@
 #include "hutch/core/error.hpp"
 #include "hutch/core/fd.hpp"
 #include "hutch/core/fs.hpp"
+#include "hutch/core/kernel.hpp"
 #include "hutch/core/paths.hpp"
 #include "hutch/sandbox/caps.hpp"
 #include "hutch/sandbox/cgroup.hpp"
@@ -285,12 +285,10 @@ std::string write_proc_self(const char* name, const std::string& data) {
 // ---- kernel -----------------------------------------------------------------------------------
 
 Check check_kernel() {
-    struct utsname u {};
-    if (::uname(&u) != 0) return failed("kernel", "uname: " + errno_text(errno), "");
-    int major = 0, minor = 0;
-    std::sscanf(u.release, "%d.%d", &major, &minor);
-    auto at_least = [&](int a, int b) { return major > a || (major == a && minor >= b); };
-    std::string release = u.release;
+    std::optional<Kernel> kernel = running_kernel();
+    if (!kernel) return failed("kernel", "uname: " + errno_text(errno), "");
+    auto at_least = [&](int a, int b) { return kernel->at_least(a, b); };
+    const std::string& release = kernel->release;
     struct Feature {
         int major, minor;
         const char* what;

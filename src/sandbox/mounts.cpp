@@ -7,13 +7,12 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 
 #include "hutch/core/error.hpp"
+#include "hutch/core/kernel.hpp"
 #include "hutch/core/trace.hpp"
 
 namespace hutch::mounts {
@@ -55,10 +54,8 @@ void attach(int mount_fd, const std::string& target) {
 
 UniqueFd idmapped_tree(const std::string& dir, int userns_fd) {
     // overlayfs takes idmapped layers from Linux 5.19; before, the mount would refuse them.
-    struct utsname u;
-    unsigned major = 0, minor = 0;
-    if (::uname(&u) != 0 || std::sscanf(u.release, "%u.%u", &major, &minor) != 2 || major * 1000 + minor < 5019)
-        return {};
+    std::optional<Kernel> kernel = running_kernel();
+    if (!kernel || !kernel->at_least(5, 19)) return {};
     UniqueFd tree(::open_tree(AT_FDCWD, dir.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
     struct mount_attr a {};
     a.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
