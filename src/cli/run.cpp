@@ -99,14 +99,11 @@ Rlimit parse_ulimit(const std::string& text) {
 // A container path a bind or tmpfs may not cover: the root, and /proc, whose masked and
 // read-only files it would undo (runc and docker refuse both).
 void check_destination(const std::string& dest, const std::string& text, const char* flag) {
-    // Compared component by component: "//proc/", "/./proc" and "/proc" are the same place.
-    std::vector<std::string> parts;
-    std::istringstream in(dest);
-    for (std::string c; std::getline(in, c, '/');) {
-        if (c == "..") fail(std::string("invalid ") + flag + " destination", text, "the container path may not contain '..'");
-        if (!c.empty() && c != ".") parts.push_back(c);
-    }
-    if (parts.empty() || parts[0] == "proc")
+    if (("/" + dest + "/").find("/../") != std::string::npos)
+        fail(std::string("invalid ") + flag + " destination", text, "the container path may not contain '..'");
+    // Normalized: "//proc/", "/./proc" and "/proc" are the same place.
+    const std::string d = fs::lexical_normal(dest);
+    if (d == "/" || d == "/proc" || d.rfind("/proc/", 0) == 0)
         fail(std::string("invalid ") + flag + " destination", text,
              "the sandbox's / and /proc cannot be covered; pick another container path");
 }

@@ -435,8 +435,8 @@ Cgroup Cgroup::create(const Hierarchy& where, const std::string& name, const Res
         if (::mkdir(cg.path_.c_str(), 0755) != 0) throw_errno("cannot create cgroup", cg.path_);
     }
     try {
-        // write_file never creates a file, so a limit written proves this is a cgroup; without
-        // one, the kernel is asked.
+        // A control file is opened, never created: a limit written proves this is a cgroup;
+        // without one, the kernel is asked.
         cg.fd_.reset(::open(cg.path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!cg.fd_) throw_errno("cannot open cgroup", cg.path_);
         bool wrote = write_limits(cg.fd_.get(), cg.path_, limits);

@@ -1119,9 +1119,10 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     return result;
 }
 
-void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
-    state::load_config(paths, name);
-    auto live = state::load_live(paths, name);
+namespace {
+
+// Stops sandbox `name`, whose live state (nullopt: stopped) the caller has read.
+void stop_loaded(const Paths& paths, const std::string& name, const std::optional<state::Live>& live, double grace) {
     if (!live) {
         // Already stopped. An init that died without hutch (killed, or its `hutch create`
         // killed before it was recorded) leaves its cgroup: no process is in it any more, since
@@ -1147,11 +1148,18 @@ void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
     state::remove_live(paths, name);
 }
 
+}  // namespace
+
+void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
+    state::load_config(paths, name);
+    stop_loaded(paths, name, state::load_live(paths, name), grace);
+}
+
 void remove_sandbox(const Paths& paths, const std::string& name, bool force) {
     SandboxSpec spec = state::load_config(paths, name);
-    if (!force && state::load_live(paths, name))
-        fail("sandbox is running", name, "stop it first, or use 'hutch rm -f " + name + "'");
-    stop_sandbox(paths, name, 0);  // when stopped: what an init that died without hutch left
+    std::optional<state::Live> live = state::load_live(paths, name);
+    if (!force && live) fail("sandbox is running", name, "stop it first, or use 'hutch rm -f " + name + "'");
+    stop_loaded(paths, name, live, 0);  // when stopped: what an init that died without hutch left
     state::Scratch scratch = state::open_scratch(paths, name);
     state::remove_scratch(scratch.dir, spec.idmap);
     state::remove_live(paths, name);

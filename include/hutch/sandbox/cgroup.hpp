@@ -82,10 +82,10 @@ struct Inspection {
 // Only reads: it never writes, creates, mounts or moves anything. Never throws hutch::Error.
 Inspection inspect();
 
-// Finds (and prepares) the parent for sandboxes' cgroups with `controllers` available. Throws
+// Finds (and prepares) the parent for sandboxes' cgroups with the `required` controllers
+// enabled, and `if_available` too where they are offered (what --stats reads). Throws
 // hutch::Error saying what is missing (no cgroup2, hybrid host, no delegation, controller not
 // delegated) and how to fix it.
-// `if_available` are enabled as well where they are offered (what --stats reads).
 Hierarchy locate(const std::vector<std::string>& required, const std::vector<std::string>& if_available = {});
 // Where root's sandboxes' cgroups go when nothing needs checking, as an earlier run left it: a
 // pure cgroup v2 host and root. nullopt otherwise (rootless callers, other layouts): use locate().
