@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <array>
@@ -14,8 +15,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "hutch/core/duration.hpp"
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
+#include "hutch/core/log.hpp"
 #include "hutch/policy/policy.hpp"
 #include "hutch/sandbox/caps.hpp"
 
@@ -383,6 +386,36 @@ bool given_flag(const Explicit& g, size_t i) {
     }
 }
 
+// The per-device I/O rates: keyed by device, so they are not among kLimitKeys.
+struct DeviceKey {
+    const char* name;
+    const char* flag;
+    std::map<std::string, int64_t> Limits::*rates;
+    std::vector<std::string> Resources::*entries;  // "DEVICE:RATE", as the flag takes them
+};
+
+constexpr DeviceKey kDeviceKeys[] = {
+    {"device_read_bps", "--device-read-bps", &Limits::device_read_bps, &Resources::device_read_bps},
+    {"device_write_bps", "--device-write-bps", &Limits::device_write_bps, &Resources::device_write_bps},
+};
+
+// What a device is, so that /dev/vda and a link to it are one: "b" and its number when the path
+// is a block device here, "p" and the path otherwise (nullopt from block_device()).
+std::optional<std::string> block_device(const std::string& path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) return std::nullopt;
+    return "b" + std::to_string(st.st_rdev);
+}
+
+std::string device_identity(const std::string& path) {
+    if (auto b = block_device(path)) return *b;
+    return "p" + fs::lexical_normal(path);
+}
+
+std::string device_key(const DeviceKey& k, const std::string& section, const std::string& dev) {
+    return section + "." + k.name + "." + quote(dev);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Origins: where a key was set, for messages.
 
@@ -486,6 +519,17 @@ void within_limits(const Policy& user, const Policy& admin) {
                       "ceilings." + name, format_limit(i, *ceiling));
         }
     }
+}
+
+void within_device_rates(const Policy& user, const Policy& admin) {
+    for (const auto& k : kDeviceKeys)
+        for (const auto& [cdev, ceiling] : admin.ceilings.*k.rates)
+            for (const auto& [section, limits] : {std::pair<std::string, const Limits*>{"limits", &user.defaults},
+                                                  std::pair<std::string, const Limits*>{"ceilings", &user.ceilings}})
+                for (const auto& [dev, rate] : (*limits).*k.rates)
+                    if (rate > ceiling && device_identity(dev) == device_identity(cdev))
+                        widen(user, device_key(k, section, dev), device_key(k, section, dev) + " = " + format_size(rate),
+                              admin, device_key(k, "ceilings", cdev), format_size(ceiling));
 }
 
 void within_capabilities(const Policy& user, const Policy& admin) {
@@ -601,6 +645,67 @@ void apply_limits(const Policy& p, const std::optional<Policy>& admin, const Exp
              "the memory+swap limit " + format_size(r.memory_swap) + " is below the memory limit " + format_size(r.memory) +
                  (sources[0].empty() ? std::string(" (the memory ceiling)") : " (" + sources[0] + ")"),
              "--memory-swap counts memory plus swap: give at least the memory limit");
+}
+
+// One device's rate in a spec, and how to name it in messages.
+struct DeviceRate {
+    std::string identity;
+    uint64_t rate = 0;
+    std::string source;  // "--device-read-bps /dev/vda:10m" or the policy key and where it is set
+};
+
+// Defaults fill the devices the flags leave out (the policy's first, then the admin's); each
+// ceiling caps its device, and becomes its limit when nothing else set one, as for memory. A
+// device this host does not have is skipped: a default with a warning, a ceiling silently (it has
+// nothing to cap).
+void apply_device_rates(const Policy& p, const std::optional<Policy>& admin, SandboxSpec& spec) {
+    for (const auto& k : kDeviceKeys) {
+        std::vector<std::string>& entries = spec.resources.*k.entries;
+        std::vector<DeviceRate> rates;
+        for (const auto& e : entries) {
+            size_t colon = e.rfind(':');
+            if (colon == std::string::npos) fail(std::string("invalid ") + k.flag, e, "use DEVICE:RATE, e.g. /dev/vda:10m");
+            rates.push_back({device_identity(e.substr(0, colon)), parse_size(e.substr(colon + 1), k.flag),
+                             std::string(k.flag) + " " + e});
+        }
+        auto add = [&](const std::string& dev, const std::string& identity, int64_t rate, const std::string& source) {
+            entries.push_back(dev + ":" + std::to_string(rate));
+            rates.push_back({identity, static_cast<uint64_t>(rate), source});
+        };
+        for (const Policy* src : {&p, admin ? &*admin : nullptr}) {
+            if (!src) continue;
+            for (const auto& [dev, rate] : src->defaults.*k.rates) {
+                std::string key = device_key(k, "limits", dev);
+                auto id = block_device(dev);
+                if (!id) {
+                    log::warn("policy default " + key + " (" + origin_of(*src, key) + ") is skipped: " + dev +
+                              " is not a block device on this host");
+                    continue;
+                }
+                if (std::none_of(rates.begin(), rates.end(), [&](const DeviceRate& r) { return r.identity == *id; }))
+                    add(dev, *id, rate, key + " = " + format_size(rate) + " (" + origin_of(*src, key) + ")");
+            }
+        }
+        for (const Policy* src : {&p, admin ? &*admin : nullptr}) {
+            if (!src) continue;
+            for (const auto& [dev, ceiling] : src->ceilings.*k.rates) {
+                auto id = block_device(dev);
+                if (!id) continue;
+                std::string key = device_key(k, "ceilings", dev);
+                Ceiling c{key, origin_of(*src, key), src != &p};
+                bool found = false;
+                for (const auto& r : rates) {
+                    if (r.identity != *id) continue;
+                    found = true;
+                    if (r.rate > static_cast<uint64_t>(ceiling))
+                        refuse(r.source, c, format_size(ceiling),
+                               "ask for at most " + format_size(ceiling) + " on " + dev + " with " + k.flag +
+                                   ", or use a policy with a higher ceiling");
+                }
+                if (!found) add(dev, *id, ceiling, key + " = " + format_size(ceiling) + " (" + c.origin + ")");
+            }
+        }
+    }
 }
 
 struct CapCeiling {
@@ -719,6 +824,15 @@ void check_defaults_within_ceilings(const Policy& p) {
                               format_limit(i, *c) + " (" + origin_of(p, "ceilings." + name) + ")",
                           "a default must be within its ceiling: lower the default or raise the ceiling");
     }
+    for (const auto& k : kDeviceKeys)
+        for (const auto& [cdev, ceiling] : p.ceilings.*k.rates)
+            for (const auto& [dev, rate] : p.defaults.*k.rates)
+                if (rate > ceiling && device_identity(dev) == device_identity(cdev))
+                    contradiction(p, device_key(k, "limits", dev),
+                                  device_key(k, "limits", dev) + " = " + format_size(rate) + " exceeds " +
+                                      device_key(k, "ceilings", cdev) + " = " + format_size(ceiling) + " (" +
+                                      origin_of(p, device_key(k, "ceilings", cdev)) + ")",
+                                  "a default must be within its ceiling: lower the default or raise the ceiling");
     const Limits& d = p.defaults;
     if (d.memory && d.memory_swap && *d.memory_swap > 0 && *d.memory_swap < *d.memory)
         contradiction(p, "limits.memory_swap",
@@ -763,6 +877,14 @@ void print_limits(std::string& out, const char* section, const Limits& l) {
         bool text = kind == Kind::Size || kind == Kind::Duration;
         std::string value = format_limit(i, *v);
         out += std::string(kLimitKeys[i].name) + " = " + (text && *v != -1 ? quote(value) : value) + "\n";
+    }
+    for (const auto& k : kDeviceKeys) {
+        const auto& rates = l.*k.rates;
+        if (rates.empty()) continue;
+        any = true;
+        std::string table;
+        for (const auto& [dev, rate] : rates) table += (table.empty() ? "" : ", ") + quote(dev) + " = " + quote(format_size(rate));
+        out += std::string(k.name) + " = { " + table + " }\n";
     }
     if (!any) out += "# none set\n";
 }
@@ -825,6 +947,7 @@ std::string cidr_problem(const std::string& cidr) {
 void check_within(const Policy& user, const Policy& admin) {
     within_network(user, admin);
     within_limits(user, admin);
+    within_device_rates(user, admin);
     within_capabilities(user, admin);
     within_seccomp(user, admin);
     within_mounts(user, admin);
@@ -834,6 +957,7 @@ void check_within(const Policy& user, const Policy& admin) {
 void apply(const Policy& policy, const std::optional<Policy>& admin, const Explicit& given, SandboxSpec& spec) {
     if (admin) check_within(policy, *admin);
     apply_limits(policy, admin, given, spec);
+    apply_device_rates(policy, admin, spec);
     apply_capabilities(policy, admin, spec);
     apply_seccomp(policy, admin, given, spec);
     apply_mounts(policy, admin, spec);

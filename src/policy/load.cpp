@@ -367,6 +367,7 @@ private:
     void includes(const toml::node& n, const std::string& dir);
     void network(const toml::table& t);
     void limits(const toml::table& t, const std::string& section, Limits& out);
+    void device_rates(const toml::node& n, const std::string& key, std::map<std::string, int64_t>& out);
     void capabilities(const toml::table& t);
     void seccomp(const toml::table& t, const std::string& dir);
     void mounts(const toml::table& t);
@@ -474,11 +475,30 @@ void Loader::network(const toml::table& t) {
     }
 }
 
+// device_read_bps = { "/dev/vda" = "50m" }: a rate per block device. The devices are not looked
+// up here: a policy may name devices of other hosts, and apply() skips those it does not find.
+void Loader::device_rates(const toml::node& n, const std::string& key, std::map<std::string, int64_t>& out) {
+    const toml::table* t = n.as_table();
+    if (!t) wrong_type(n, key, "a table of device paths and rates, e.g. { \"/dev/vda\" = \"50m\" }");
+    for (auto&& [k, v] : *t) {
+        std::string dev(k.str());
+        if (dev.empty() || dev[0] != '/' || fs::lexical_normal(dev) != dev)
+            bad(k.source(), key + ": '" + dev + "' is not a device path", "name a block device by its absolute path, e.g. \"/dev/vda\"");
+        out[dev] = size_value(v, key + ".\"" + dev + "\"", false);
+        set_origin(key + ".\"" + dev + "\"", v);
+    }
+}
+
 void Loader::limits(const toml::table& t, const std::string& section, Limits& out) {
-    only_keys(t, section, {"memory", "memory_swap", "pids", "cpus", "cpu_weight", "io_weight", "timeout"});
+    only_keys(t, section, {"memory", "memory_swap", "pids", "cpus", "cpu_weight", "io_weight", "timeout",
+                           "device_read_bps", "device_write_bps"});
     for (auto&& [k, n] : t) {
         std::string name(k.str());
         std::string key = section + "." + name;
+        if (name == "device_read_bps" || name == "device_write_bps") {
+            device_rates(n, key, name == "device_read_bps" ? out.device_read_bps : out.device_write_bps);
+            continue;
+        }
         if (name == "memory") out.memory = size_value(n, key, false);
         // -1 (unlimited swap) is a default one may ask for, never a ceiling.
         else if (name == "memory_swap") out.memory_swap = size_value(n, key, section == "limits");

@@ -167,3 +167,43 @@ def test_run_passes_the_policy_environment(h):
     cp = ok(h("run", "--policy", p, "--", "sh", "-c", "echo $HUTCH_IT_PASSED", env={"HUTCH_IT_PASSED": "yes"}))
     assert cp.stdout.splitlines()[-1:] == ["yes"], describe(cp)
     assert_hutch_error(h("run", "--policy", p, "-e", "OTHER=1", "--", "true"), "OTHER", "env.allowed")
+
+
+def block_device() -> str | None:
+    """A block device of this host, to name in policies (stat needs no permission on the node)."""
+    for p in ("/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda", "/dev/loop0"):
+        try:
+            if os.path.exists(p) and os.stat(p).st_mode & 0o170000 == 0o060000:
+                return p
+        except OSError:
+            pass
+    return None
+
+
+def test_check_and_show_device_rates(h):
+    p = write(h, "p.toml", '[limits]\ndevice_read_bps = { "/dev/vda" = "10m" }\n'
+                           '[ceilings]\ndevice_write_bps = { "/dev/vda" = "20m", "/dev/vdb" = 1048576 }\n')
+    ok(h("policy", "check", p))
+    shown = tomllib.loads(ok(h("policy", "show", p)).stdout)
+    assert shown["limits"]["device_read_bps"] == {"/dev/vda": "10m"}
+    assert shown["ceilings"]["device_write_bps"] == {"/dev/vda": "20m", "/dev/vdb": "1m"}
+    bad = write(h, "bad.toml", '[limits]\ndevice_read_bps = { "vda" = "10m" }\n')
+    assert_invalid(h("policy", "check", bad), f"policy {bad}:2:21: ", "'vda' is not a device path")
+
+
+def test_run_refuses_a_device_rate_above_the_policy_ceiling(h):
+    dev = block_device()
+    if dev is None:
+        pytest.skip("this host has no block device to name in a policy")
+    p = write(h, "p.toml", f'[ceilings]\ndevice_read_bps = {{ "{dev}" = "10m" }}\n')
+    cp = h("run", "--policy", p, "--device-read-bps", f"{dev}:11m", "--", "true")
+    assert_hutch_error(cp, f"--device-read-bps {dev}:11m", f'ceilings.device_read_bps."{dev}" = 10m', f"{p}:2:")
+
+
+def test_a_default_rate_for_a_device_this_host_lacks_is_one_warning(h):
+    p = write(h, "p.toml", '[limits]\ndevice_write_bps = { "/dev/hutch-no-such-disk" = "10m" }\n')
+    cp = h("run", "--policy", p, "--", "echo", "ran")
+    assert cp.returncode == 0 and cp.stdout == "ran\n", describe(cp)
+    warnings = [l for l in cp.stderr.splitlines() if l]
+    assert warnings == [f'hutch: warning: policy default limits.device_write_bps."/dev/hutch-no-such-disk" ({p}:2:50) '
+                        "is skipped: /dev/hutch-no-such-disk is not a block device on this host"], describe(cp)

@@ -807,3 +807,100 @@ pass = ["A"]
     CHECK(*q.cap_allowed == *p.cap_allowed);
     CHECK(*q.bind_sources == *p.bind_sources);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Per-device I/O rates: keyed by device, matched by device number.
+
+namespace {
+
+// A block device of this host (stat needs no permission on the node); empty if there is none.
+std::string some_block_device() {
+    for (const char* p : {"/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda", "/dev/loop0", "/dev/ubda"}) {
+        struct stat st;
+        if (::stat(p, &st) == 0 && S_ISBLK(st.st_mode)) return p;
+    }
+    return "";
+}
+
+}  // namespace
+
+TEST_CASE("device rates: parsed per device, merged per device over includes, printed back") {
+    Dir d;
+    d.write("base.toml", "[limits]\ndevice_read_bps = { \"/dev/vda\" = \"10m\", \"/dev/vdb\" = \"20m\" }\n");
+    std::string f = d.write("p.toml", "include = [\"base.toml\"]\n[limits]\ndevice_read_bps = { \"/dev/vda\" = \"30m\" }\n"
+                                      "device_write_bps = { \"/dev/vda\" = 1048576 }\n[ceilings]\ndevice_write_bps = { \"/dev/vda\" = \"5m\" }\n");
+    Policy p = load(f);
+    CHECK(p.defaults.device_read_bps == std::map<std::string, int64_t>{{"/dev/vda", 30LL << 20}, {"/dev/vdb", 20LL << 20}});
+    CHECK(p.defaults.device_write_bps == std::map<std::string, int64_t>{{"/dev/vda", 1LL << 20}});
+    CHECK(p.ceilings.device_write_bps == std::map<std::string, int64_t>{{"/dev/vda", 5LL << 20}});
+    CHECK(p.origins.at("limits.device_read_bps.\"/dev/vda\"") == f + ":3:34");
+
+    std::string text = to_toml(p);
+    CHECK(text.find("device_read_bps = { \"/dev/vda\" = \"30m\", \"/dev/vdb\" = \"20m\" }") != std::string::npos);
+    Policy q = load(d.write("round.toml", text));
+    CHECK(q.defaults.device_read_bps == p.defaults.device_read_bps);
+    CHECK(q.ceilings.device_write_bps == p.ceilings.device_write_bps);
+
+    auto err = [&](const std::string& text) { return error_of([&] { load(d.write("bad.toml", text)); }); };
+    std::string bad = d.path + "/bad.toml";
+    CHECK(err("[limits]\ndevice_read_bps = \"/dev/vda:10m\"\n")
+              .starts_with("policy " + bad + ":2:19: limits.device_read_bps must be a table of device paths and rates"));
+    CHECK(err("[limits]\ndevice_read_bps = { \"vda\" = \"10m\" }\n")
+              .starts_with("policy " + bad + ":2:21: limits.device_read_bps: 'vda' is not a device path"));
+    CHECK(err("[limits]\ndevice_read_bps = { \"/dev/../dev/vda\" = \"10m\" }\n").find("is not a device path") != std::string::npos);
+    CHECK(err("[ceilings]\ndevice_write_bps = { \"/dev/vda\" = \"fast\" }\n")
+              .starts_with("policy " + bad + ":2:35: ceilings.device_write_bps.\"/dev/vda\" = \"fast\" is not a size"));
+    CHECK(err("[ceilings]\ndevice_write_bps = { \"/dev/vda\" = 0 }\n").find("must be positive") != std::string::npos);
+    CHECK(err("[limits]\ndevice_read_bps = { \"/dev/vda\" = \"20m\" }\n[ceilings]\ndevice_read_bps = { \"/dev/vda\" = \"10m\" }\n")
+              .starts_with("policy " + bad + ":2:34: limits.device_read_bps.\"/dev/vda\" = 20m exceeds ceilings.device_read_bps.\"/dev/vda\" = 10m"));
+}
+
+TEST_CASE("device rates: defaults fill the devices the flags leave out, ceilings cap theirs") {
+    const std::string dev = some_block_device();
+    if (dev.empty()) {
+        MESSAGE("skipped: this host has no block device to name in a policy");
+        return;
+    }
+    Dir d;
+    // A link to the device is the same device: flags and policies may name it either way.
+    std::string alias = d.path + "/disk";
+    REQUIRE(::symlink(dev.c_str(), alias.c_str()) == 0);
+    std::string pf = d.write("p.toml", "[limits]\ndevice_read_bps = { \"" + dev + "\" = \"10m\", \"/dev/hutch-no-such-disk\" = \"1m\" }\n"
+                                       "[ceilings]\ndevice_write_bps = { \"" + dev + "\" = \"5m\", \"/dev/hutch-no-such-disk\" = \"1m\" }\n");
+    std::string af = d.write("a.toml", "[ceilings]\ndevice_read_bps = { \"" + alias + "\" = \"50m\" }\n");
+    Policy p = load(pf);
+    Policy admin = load(af);
+
+    SUBCASE("no flag: the default and the ceiling become limits; absent devices are skipped") {
+        SandboxSpec s;
+        apply(p, admin, {}, s);
+        CHECK(s.resources.device_read_bps == std::vector<std::string>{dev + ":10485760"});
+        CHECK(s.resources.device_write_bps == std::vector<std::string>{dev + ":5242880"});
+    }
+    SUBCASE("a flag for the device, under another name, replaces the default") {
+        SandboxSpec s;
+        s.resources.device_read_bps = {alias + ":40m"};
+        apply(p, admin, {}, s);
+        CHECK(s.resources.device_read_bps == std::vector<std::string>{alias + ":40m"});
+    }
+    SUBCASE("a flag above a ceiling is refused, naming the ceiling and where it is set") {
+        SandboxSpec s;
+        s.resources.device_write_bps = {dev + ":6m"};
+        CHECK(error_of([&] { apply(p, admin, {}, s); }) ==
+              "refused by policy: --device-write-bps " + dev + ":6m exceeds the ceiling ceilings.device_write_bps.\"" + dev +
+                  "\" = 5m (" + pf + ":4:" + std::to_string(23 + dev.size() + 4) + ") (ask for at most 5m on " + dev +
+                  " with --device-write-bps, or use a policy with a higher ceiling)");
+        SandboxSpec t;
+        t.resources.device_read_bps = {dev + ":51m"};
+        CHECK(error_of([&] { apply(p, admin, {}, t); })
+                  .starts_with("refused by policy: --device-read-bps " + dev + ":51m exceeds the admin ceiling ceilings.device_read_bps.\"" +
+                               alias + "\" = 50m (" + af + ":2:"));
+    }
+    SUBCASE("a user policy above the admin's device ceiling is refused") {
+        Policy wide = load(d.write("wide.toml", "[limits]\ndevice_read_bps = { \"" + dev + "\" = \"60m\" }\n"));
+        SandboxSpec s;
+        CHECK(error_of([&] { apply(wide, admin, {}, s); })
+                  .find("limits.device_read_bps.\"" + dev + "\" = 60m exceeds the admin ceiling ceilings.device_read_bps.\"" + alias +
+                        "\" = 50m") != std::string::npos);
+    }
+}

@@ -351,3 +351,75 @@ def test_sigterm_to_hutch_removes_the_cgroup(h):
     p.communicate(timeout=60)
     assert p.returncode == 128 + signal.SIGTERM, p.returncode
     assert not os.path.exists(cgroup_of("term"))
+
+
+# tools/uml/run.sh gives the guest one empty scratch disk, /dev/ubda (mode 0666 there).
+DISK = "/dev/ubda"
+needs_disk = pytest.mark.skipif(not os.path.exists(DISK), reason=f"no {DISK} in this VM: tools/uml/run.sh attaches one")
+
+
+def _io_max_of(cg):
+    """io.max's line for the disk, e.g. '98:0 rbps=1048576 wbps=max riops=max wiops=max'."""
+    st = os.stat(DISK)
+    with open(os.path.join(cg, "io.max")) as f:
+        lines = [l for l in f.read().splitlines() if l.startswith(f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)} ")]
+    return lines[0] if lines else ""
+
+
+@needs_disk
+def test_device_rates_land_in_io_max(h):
+    assert h("create", "--name", "iomax", "--device-read-bps", f"{DISK}:1m", "--device-write-bps",
+             f"{DISK}:2m").returncode == 0
+    try:
+        cg = json.loads(h("inspect", "iomax").stdout)[0]["state"]["cgroup"]
+        assert _io_max_of(cg).split()[1:] == ["rbps=1048576", "wbps=2097152", "riops=max", "wiops=max"]
+    finally:
+        h("rm", "-f", "iomax")
+
+
+def _timed_dd(h, flag, rate, dd):
+    """Seconds that `dd` took inside a sandbox limited by `flag DISK:rate`, measured inside it, and the
+    --stats line. The disk is bound in; O_DIRECT keeps the page cache out of the way."""
+    script = f"a=$(cut -d' ' -f1 /proc/uptime); {dd} 2>/dev/null; b=$(cut -d' ' -f1 /proc/uptime); echo $a $b"
+    r = h("run", flag, f"{DISK}:{rate}", "--stats", "-v", f"{DISK}:/dev/disk", "--", "sh", "-c", script)
+    assert r.returncode == 0, r
+    a, b = map(float, r.stdout.split()[-2:])
+    return b - a, [l for l in r.stderr.splitlines() if l.startswith("hutch: stats:")][0]
+
+
+@needs_disk
+def test_a_device_read_rate_throttles_reads(h):
+    # 1.5 MiB at 1 MiB/s: at least 1.2 s once the first 0.3 s allowance is spent; unthrottled, a
+    # few milliseconds.
+    took, stats = _timed_dd(h, "--device-read-bps", "1m", "dd if=/dev/disk of=/dev/null bs=64k count=24 iflag=direct")
+    assert took >= 1.2, took
+    assert int(stats.split("io read ")[1].split()[0]) >= 24 * 65536, stats
+
+
+@needs_disk
+def test_a_device_write_rate_throttles_writes(h):
+    took, stats = _timed_dd(h, "--device-write-bps", "1m",
+                            "dd if=/dev/zero of=/dev/disk bs=64k count=24 seek=256 oflag=direct")
+    assert took >= 1.2, took
+    assert int(stats.split("written ")[1].split()[0]) >= 24 * 65536, stats
+
+
+@needs_disk
+def test_a_policys_device_rates_are_applied(h, tmp_path):
+    # A default fills the device no flag names, a ceiling caps the one a flag names, and a default
+    # for a device this VM lacks is one warning.
+    policy = tmp_path / "io.toml"
+    policy.write_text(f'[limits]\ndevice_read_bps = {{ "{DISK}" = "3m", "/dev/hutch-no-disk" = "1m" }}\n'
+                      f'[ceilings]\ndevice_write_bps = {{ "{DISK}" = "4m" }}\n')
+    os.chmod(tmp_path, 0o755)
+    os.chmod(policy, 0o644)
+    r = h("create", "--name", "iopol", "--policy", str(policy))
+    assert r.returncode == 0, r
+    assert r.stderr.count("hutch: warning:") == 1 and "/dev/hutch-no-disk is not a block device" in r.stderr, r
+    try:
+        cg = json.loads(h("inspect", "iopol").stdout)[0]["state"]["cgroup"]
+        assert _io_max_of(cg).split()[1:3] == [f"rbps={3 << 20}", f"wbps={4 << 20}"]
+    finally:
+        h("rm", "-f", "iopol")
+    r = h("run", "--policy", str(policy), "--device-write-bps", f"{DISK}:5m", "--", "true")
+    assert r.returncode == 125 and f'ceilings.device_write_bps."{DISK}" = 4m' in r.stderr, r

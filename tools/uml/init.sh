@@ -189,6 +189,9 @@ if [ ! -e $R/dev/null ]; then
         mknod -m 0666 $R/dev/$1 c $2 $3
     done
 fi
+# run.sh's empty scratch disk, readable and writable by every identity the tests run as, so a
+# sandbox can do I/O on it under io.max (it holds nothing; the VM's devtmpfs is its own).
+[ -b $R/dev/ubda ] && chmod 0666 $R/dev/ubda
 mkdir -p $R/dev/pts $R/dev/shm $R/dev/mqueue
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 shm $R/dev/shm

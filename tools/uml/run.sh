@@ -162,6 +162,8 @@ umltmp=/dev/shm
 bogo=$(awk -F: '/^bogomips/ { printf "%d", $2; exit }' /proc/cpuinfo 2>/dev/null)
 lpj=()
 [ -n "$bogo" ] && [ "$bogo" -gt 0 ] && lpj=("lpj=$((bogo * 2500))")
+# A small empty disk, /dev/ubda in the guest: the only block device there, for io.max tests.
+truncate -s 64M "$xchg/disk.img" || cannot_run "cannot create the guest's disk in $xchg"
 start=$(date +%s.%N)
 # bash reports a background job that a signal ended ("Killed", "Aborted" on a kernel panic) on
 # its own stderr: keep that off the caller's, while the VM runs.
@@ -174,6 +176,7 @@ TMPDIR=$umltmp setsid "$linux" \
     con=null con0=null,fd:1 \
     uml_dir="$xchg" umid=vm \
     cgroup_no_v1=all \
+    ubd0="$xchg/disk.img" \
     quiet "${lpj[@]}" \
     UML_XCHG="$xchg" \
     </dev/null >"$xchg/console.log" 2>&1 &

@@ -30,6 +30,9 @@ struct Limits {
     std::optional<double> cpus;
     std::optional<int64_t> cpu_weight, io_weight;
     std::optional<double> timeout;  // seconds
+    // io.max rates per block device, by its path as written ("/dev/vda" -> bytes per second). Keyed
+    // by device, so a file's entry replaces an include's for the same path and keeps the others.
+    std::map<std::string, int64_t> device_read_bps, device_write_bps;
 };
 
 struct Policy {
