@@ -202,7 +202,26 @@ struct Birth {
     int cgroup_fd = -1;  // the sandbox's cgroup (CLONE_INTO_CGROUP), or -1 without limits
     int parent_userns = -1;  // the kept user namespace to nest the sandbox's in (pause.hpp), or -1
     net::Egress* egress = nullptr;  // --network egress: ruleset, DNS forwarder, refusal log
+    cpu_set_t cpus;         // the front end's CPUs, which the init takes back once released
+    bool spread = false;    // the init was started on another CPU than the front end's
 };
+
+// Fork balancing often queues a new task on its parent's CPU, where the init would wait until
+// the front end sleeps (a third to a whole millisecond here) while the other CPU idles. Moved to
+// another of the front end's CPUs, it makes its namespaces while the front end does its share;
+// it widens its mask back to b.cpus once released, which the front end sends only after this.
+void start_on_another_cpu(Birth& b, pid_t init) {
+    if (!b.spread) return;
+    int here = ::sched_getcpu();
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (cpu == here || !CPU_ISSET(cpu, &b.cpus)) continue;
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        ::sched_setaffinity(init, sizeof one, &one);  // best effort: a cpuset may refuse it
+        return;
+    }
+}
 
 // The command's process shares the init's memory until its execve (CLONE_VM|CLONE_VFORK, as
 // posix_spawn does): no copy of the init's page tables and no copy-on-write faults afterwards,
@@ -260,6 +279,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             if (!read_exact(b.sync.rd.get(), filter->bytes.data(), filter_size)) ::_exit(kExitHutchError);
         }
         trace("init: released");
+        if (b.spread) ::sched_setaffinity(0, sizeof b.cpus, &b.cpus);
         // Without --network egress the front end brings lo up while the init mounts its root.
         const bool lo_by_front_end = !b.egress;
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
@@ -665,10 +685,12 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     if (spec.process.tty && ::ioctl(STDIN_FILENO, TIOCGWINSZ, &b.winsize) == 0) b.have_winsize = true;
     Started st;
     int pidfd = -1;
+    b.spread = ::sched_getaffinity(0, sizeof b.cpus, &b.cpus) == 0 && CPU_COUNT(&b.cpus) > 1;
     pid_t pid = clone_sandbox(b, &pidfd);
     if (pid < 0)
         throw_errno("cannot create the sandbox's namespaces", "clone3",
                     "unprivileged user namespaces must be enabled; see 'hutch doctor'");
+    start_on_another_cpu(b, pid);
     trace("front end: cloned the init");
     st.pid = pid;
     st.pidfd.reset(pidfd);

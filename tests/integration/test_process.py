@@ -116,6 +116,35 @@ def test_ulimit_nofile(h):
     assert cp.stdout.split() == ["30", "40"]
 
 
+
+def _allowed_cpus(status: str) -> set[int]:
+    """The CPUs of a Cpus_allowed_list line ("0-1,4")."""
+    line = [l for l in status.splitlines() if l.startswith("Cpus_allowed_list:")][0]
+    cpus = set()
+    for part in line.split(":", 1)[1].strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def test_commands_may_use_every_cpu_the_caller_may(h):
+    # The init starts on another CPU than the front end's, then takes back the caller's CPUs:
+    # neither the command nor a later exec may stay pinned to that one CPU.
+    caller = os.sched_getaffinity(0)
+    if len(caller) < 2:
+        pytest.skip("one CPU: hutch starts its init where it is")
+    for i in range(3):
+        cp = ok(h("run", "--", "cat", "/proc/self/status"))
+        assert _allowed_cpus(cp.stdout) == caller, describe(cp)
+    ok(h("create", "--name", "cpus"))
+    try:
+        cp = ok(h("exec", "cpus", "--", "cat", "/proc/1/status", "/proc/self/status"))
+        init_status, exec_status = cp.stdout.split("Name:")[1:3]
+        assert _allowed_cpus(init_status) == caller and _allowed_cpus(exec_status) == caller, describe(cp)
+    finally:
+        h("rm", "-f", "cpus")
+
+
 # ---------------------------------------------------------------------------------------------
 # Timeout and signals.
 
