@@ -493,8 +493,26 @@ void Cgroup::kill() const {
         return;
     }
     // Before Linux 5.14: freeze so nothing forks while we kill, then thaw to let SIGKILL land.
+    // Freezing takes effect task by task; cgroup.events says "frozen 1" once all are stopped (a
+    // second at most here). Until then one may still fork, so cgroup.procs is read again until
+    // it shows no process not yet killed.
     write_file(path_ + "/cgroup.freeze", "1");
-    for (const auto& pid : words(read_or_empty(path_ + "/cgroup.procs"))) ::kill(std::stoi(pid), SIGKILL);
+    const std::string events = path_ + "/cgroup.events";
+    UniqueFd ev(::open(events.c_str(), O_RDONLY | O_CLOEXEC));
+    for (int waited = 0; ev && waited < 100 && read_or_empty(events).find("frozen 1") == std::string::npos; ++waited) {
+        struct pollfd p {ev.get(), POLLPRI, 0};
+        ::poll(&p, 1, 10);
+    }
+    std::vector<std::string> killed;
+    for (bool fresh = true; fresh;) {
+        fresh = false;
+        for (const auto& pid : words(read_or_empty(path_ + "/cgroup.procs"))) {
+            if (std::find(killed.begin(), killed.end(), pid) != killed.end()) continue;
+            ::kill(std::stoi(pid), SIGKILL);
+            killed.push_back(pid);
+            fresh = true;
+        }
+    }
     write_file(path_ + "/cgroup.freeze", "0");
 }
 
