@@ -654,56 +654,77 @@ struct DeviceRate {
     std::string source;  // "--device-read-bps /dev/vda:10m" or the policy key and where it is set
 };
 
-// Defaults fill the devices the flags leave out (the policy's first, then the admin's); each
-// ceiling caps its device, and becomes its limit when nothing else set one, as for memory. A
-// device this host does not have is skipped: a default with a warning, a ceiling silently (it has
-// nothing to cap).
+// Defaults fill the devices the flags leave out (the policy's first, then the admin's); the
+// lowest ceiling of a device caps it, and becomes its limit when nothing else set one, as for
+// memory. One device named by two paths (a link, a by-id name) counts once, at the lower rate. A
+// device this host does not have is skipped: a default with one warning, a ceiling silently (it
+// has nothing to cap).
 void apply_device_rates(const Policy& p, const std::optional<Policy>& admin, SandboxSpec& spec) {
     for (const auto& k : kDeviceKeys) {
         std::vector<std::string>& entries = spec.resources.*k.entries;
         std::vector<DeviceRate> rates;
+        std::vector<std::string> flag_paths;
         for (const auto& e : entries) {
             size_t colon = e.rfind(':');
             if (colon == std::string::npos) fail(std::string("invalid ") + k.flag, e, "use DEVICE:RATE, e.g. /dev/vda:10m");
             rates.push_back({device_identity(e.substr(0, colon)), parse_size(e.substr(colon + 1), k.flag),
                              std::string(k.flag) + " " + e});
+            flag_paths.push_back(fs::lexical_normal(e.substr(0, colon)));
         }
+        auto given = [&](const std::string& identity) {
+            return std::any_of(rates.begin(), rates.end(), [&](const DeviceRate& r) { return r.identity == identity; });
+        };
         auto add = [&](const std::string& dev, const std::string& identity, int64_t rate, const std::string& source) {
             entries.push_back(dev + ":" + std::to_string(rate));
             rates.push_back({identity, static_cast<uint64_t>(rate), source});
         };
+        struct Named {
+            std::string dev;
+            int64_t rate = 0;
+            Ceiling where;
+        };
+        std::vector<std::string> warned;
         for (const Policy* src : {&p, admin ? &*admin : nullptr}) {
             if (!src) continue;
+            std::map<std::string, Named> lowest;  // by identity
             for (const auto& [dev, rate] : src->defaults.*k.rates) {
                 std::string key = device_key(k, "limits", dev);
                 auto id = block_device(dev);
                 if (!id) {
-                    log::warn("policy default " + key + " (" + origin_of(*src, key) + ") is skipped: " + dev +
-                              " is not a block device on this host");
+                    if (!contains(flag_paths, dev) && !contains(warned, dev))
+                        log::warn("policy default " + key + " (" + origin_of(*src, key) + ") is skipped: " + dev +
+                                  " is not a block device on this host");
+                    warned.push_back(dev);
                     continue;
                 }
-                if (std::none_of(rates.begin(), rates.end(), [&](const DeviceRate& r) { return r.identity == *id; }))
-                    add(dev, *id, rate, key + " = " + format_size(rate) + " (" + origin_of(*src, key) + ")");
+                auto it = lowest.find(*id);
+                if (it == lowest.end() || rate < it->second.rate) lowest[*id] = {dev, rate, {key, origin_of(*src, key)}};
             }
+            for (const auto& [id, d] : lowest)
+                if (!given(id)) add(d.dev, id, d.rate, d.where.key + " = " + format_size(d.rate) + " (" + d.where.origin + ")");
         }
+        std::map<std::string, Named> tightest;  // by identity; the admin's on a tie
         for (const Policy* src : {&p, admin ? &*admin : nullptr}) {
             if (!src) continue;
             for (const auto& [dev, ceiling] : src->ceilings.*k.rates) {
                 auto id = block_device(dev);
                 if (!id) continue;
                 std::string key = device_key(k, "ceilings", dev);
-                Ceiling c{key, origin_of(*src, key), src != &p};
-                bool found = false;
-                for (const auto& r : rates) {
-                    if (r.identity != *id) continue;
-                    found = true;
-                    if (r.rate > static_cast<uint64_t>(ceiling))
-                        refuse(r.source, c, format_size(ceiling),
-                               "ask for at most " + format_size(ceiling) + " on " + dev + " with " + k.flag +
-                                   ", or use a policy with a higher ceiling");
-                }
-                if (!found) add(dev, *id, ceiling, key + " = " + format_size(ceiling) + " (" + c.origin + ")");
+                auto it = tightest.find(*id);
+                if (it == tightest.end() || ceiling <= it->second.rate)
+                    tightest[*id] = {dev, ceiling, {key, origin_of(*src, key), src != &p}};
             }
+        }
+        for (const auto& [id, c] : tightest) {
+            if (!given(id)) {
+                add(c.dev, id, c.rate, c.where.key + " = " + format_size(c.rate) + " (" + c.where.origin + ")");
+                continue;
+            }
+            for (const auto& r : rates)
+                if (r.identity == id && r.rate > static_cast<uint64_t>(c.rate))
+                    refuse(r.source, c.where, format_size(c.rate),
+                           "ask for at most " + format_size(c.rate) + " on " + c.dev + " with " + k.flag +
+                               ", or use a policy with a higher ceiling");
         }
     }
 }

@@ -117,7 +117,8 @@ int64_t size_value(const toml::node& n, const std::string& key, bool allow_unlim
                 unsigned long long v = parse_size(s, key);
                 if (v > static_cast<unsigned long long>(INT64_MAX / 2)) bad(n.source(), key + " = \"" + s + "\" is too large");
                 bytes = static_cast<int64_t>(v);
-            } catch (const Error&) {
+            } catch (const Error& e) {
+                if (std::strstr(e.what(), "too large")) bad(n.source(), key + " = \"" + s + "\" is too large");
                 bad(n.source(), key + " = \"" + s + "\" is not a size", "write a number with k, m, g or t, e.g. \"512m\"");
             }
         }
@@ -482,7 +483,10 @@ void Loader::device_rates(const toml::node& n, const std::string& key, std::map<
     if (!t) wrong_type(n, key, "a table of device paths and rates, e.g. { \"/dev/vda\" = \"50m\" }");
     for (auto&& [k, v] : *t) {
         std::string dev(k.str());
-        if (dev.empty() || dev[0] != '/' || fs::lexical_normal(dev) != dev)
+        // Quotes, backslashes and control characters have no place in a device's path, and would
+        // need escaping in the keys that messages name.
+        bool plain = std::none_of(dev.begin(), dev.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f || c == '"' || c == '\\'; });
+        if (dev.empty() || dev[0] != '/' || fs::lexical_normal(dev) != dev || !plain)
             bad(k.source(), key + ": '" + dev + "' is not a device path", "name a block device by its absolute path, e.g. \"/dev/vda\"");
         out[dev] = size_value(v, key + ".\"" + dev + "\"", false);
         set_origin(key + ".\"" + dev + "\"", v);

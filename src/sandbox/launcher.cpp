@@ -212,9 +212,11 @@ struct Birth {
 // it widens its mask back to b.cpus once released, which the front end sends only after this.
 void start_on_another_cpu(Birth& b, pid_t init) {
     if (!b.spread) return;
+    // The next CPU after this one, so that concurrent starts on a large host spread out.
     int here = ::sched_getcpu();
-    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-        if (cpu == here || !CPU_ISSET(cpu, &b.cpus)) continue;
+    for (int i = 1; i < CPU_SETSIZE; ++i) {
+        int cpu = (here + i) % CPU_SETSIZE;
+        if (!CPU_ISSET(cpu, &b.cpus)) continue;
         cpu_set_t one;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);

@@ -207,3 +207,7 @@ def test_a_default_rate_for_a_device_this_host_lacks_is_one_warning(h):
     warnings = [l for l in cp.stderr.splitlines() if l]
     assert warnings == [f'hutch: warning: policy default limits.device_write_bps."/dev/hutch-no-such-disk" ({p}:2:50) '
                         "is skipped: /dev/hutch-no-such-disk is not a block device on this host"], describe(cp)
+    # The admin's default for the same device adds no second line.
+    admin = write(h, "admin.toml", '[limits]\ndevice_write_bps = { "/dev/hutch-no-such-disk" = "5m" }\n')
+    cp = h("run", "--policy", p, "--", "echo", "ran", env={"HUTCH_ADMIN_POLICY": str(admin)})
+    assert cp.returncode == 0 and len([l for l in cp.stderr.splitlines() if l]) == 1, describe(cp)

@@ -851,6 +851,8 @@ TEST_CASE("device rates: parsed per device, merged per device over includes, pri
     CHECK(err("[ceilings]\ndevice_write_bps = { \"/dev/vda\" = \"fast\" }\n")
               .starts_with("policy " + bad + ":2:35: ceilings.device_write_bps.\"/dev/vda\" = \"fast\" is not a size"));
     CHECK(err("[ceilings]\ndevice_write_bps = { \"/dev/vda\" = 0 }\n").find("must be positive") != std::string::npos);
+    CHECK(err("[limits]\ndevice_read_bps = { \"/dev/v\\\"da\" = \"10m\" }\n").find("is not a device path") != std::string::npos);
+    CHECK(err("[limits]\ndevice_read_bps = { \"/dev/vda\" = \"99999999t\" }\n").find("is too large") != std::string::npos);
     CHECK(err("[limits]\ndevice_read_bps = { \"/dev/vda\" = \"20m\" }\n[ceilings]\ndevice_read_bps = { \"/dev/vda\" = \"10m\" }\n")
               .starts_with("policy " + bad + ":2:34: limits.device_read_bps.\"/dev/vda\" = 20m exceeds ceilings.device_read_bps.\"/dev/vda\" = 10m"));
 }
@@ -895,6 +897,20 @@ TEST_CASE("device rates: defaults fill the devices the flags leave out, ceilings
         CHECK(error_of([&] { apply(p, admin, {}, t); })
                   .starts_with("refused by policy: --device-read-bps " + dev + ":51m exceeds the admin ceiling ceilings.device_read_bps.\"" +
                                alias + "\" = 50m (" + af + ":2:"));
+    }
+    SUBCASE("one device under two names counts once, at the lower rate") {
+        Policy two = load(d.write("two.toml", "[limits]\ndevice_read_bps = { \"" + dev + "\" = \"9m\", \"" + alias +
+                                                  "\" = \"8m\" }\n[ceilings]\ndevice_write_bps = { \"" + alias +
+                                                  "\" = \"20m\", \"" + dev + "\" = \"10m\" }\n"));
+        SandboxSpec s;
+        apply(two, std::nullopt, {}, s);
+        CHECK(s.resources.device_read_bps == std::vector<std::string>{alias + ":8388608"});
+        CHECK(s.resources.device_write_bps == std::vector<std::string>{dev + ":10485760"});
+        SandboxSpec t;
+        t.resources.device_write_bps = {alias + ":15m"};
+        CHECK(error_of([&] { apply(two, std::nullopt, {}, t); })
+                  .find("--device-write-bps " + alias + ":15m exceeds the ceiling ceilings.device_write_bps.\"" + dev +
+                        "\" = 10m") != std::string::npos);
     }
     SUBCASE("a user policy above the admin's device ceiling is refused") {
         Policy wide = load(d.write("wide.toml", "[limits]\ndevice_read_bps = { \"" + dev + "\" = \"60m\" }\n"));
