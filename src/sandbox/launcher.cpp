@@ -300,9 +300,11 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
 
         // The writable layer is emptied at the end from inside (its files may belong to
         // subordinate ids the front end cannot remove); keep a handle that survives pivot_root.
-        // (The work dir is the front end's to remove: after a run overlayfs has left it empty.)
-        UniqueFd upper;
+        // (The work dir is the front end's to remove: after a run overlayfs has left it empty,
+        // but for the marker of a volatile mount, which only a mapped id may reach.)
+        UniqueFd upper, work;
         if (!b.host.upper.empty()) upper = open_path(b.host.upper);
+        if (b.host.discard && !b.host.upper.empty()) work = open_path(b.host.work);
         // libnftables must be loaded while the host's libraries are still visible.
         if (b.egress) b.egress->sandbox_before_pivot(spec.idmap);
         bool idmapped = false;
@@ -318,6 +320,9 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         } catch (const Error&) {
             // An overlayfs that refuses the idmapped layer: the tree as it is, then.
             if (!idmapped || ::umount2(spec.rootfs.c_str(), MNT_DETACH) != 0) throw;
+            // A volatile mount that failed on its lower layers may have left its marker, which
+            // would make overlayfs refuse the work dir.
+            if (work) state::remove_volatile_marker(work.get());
             mounts::enter_overlay_root(b.host);
         }
         trace("init: in the overlay root");
@@ -385,8 +390,9 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         tty.slave.reset();
         b.report.wr.reset();
         int code = init::run(command,
-                             [&upper] {
+                             [&upper, &work] {
                                  if (upper) state::empty_layer(upper.get());
+                                 if (work) state::remove_volatile_marker(work.get());
                              },
                              b.egress ? b.egress->service() : nullptr);
         // Tearing down the namespaces in exit(2) takes the kernel milliseconds; the front end
@@ -757,6 +763,7 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
     if (scratch.writable) {
         b.host.upper = scratch.upper();
         b.host.work = scratch.work();
+        b.host.discard = !spec.persistent;
     }
     b.host.target = scratch.mount_point;
     // Root's sandbox runs as an unprivileged range that may not reach the caller's files: the

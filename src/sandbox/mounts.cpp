@@ -290,7 +290,12 @@ void enter_overlay_root(const HostSide& host) {
                        ",workdir=" + escape_layer(host.work) +
                        // In a user namespace the trusted.* xattrs overlayfs keeps its metadata in are
                        // unavailable; user.overlay.* it is, for this mount and the layers below it.
-                       ",userxattr";
+                       ",userxattr" +
+                       // Without it, unmounting syncs the upper layer's whole filesystem (the
+                       // user's home, say), a millisecond at best and seconds on a busy disk, for
+                       // a layer about to be deleted. It leaves a marker in the work dir that
+                       // state::remove_volatile_marker takes away.
+                       std::string(host.discard ? ",volatile" : "");
     if (data.size() >= 4096)
         fail("too many image layers for one overlay mount", std::to_string(host.lower.size()) + " layers",
              "flatten the image (e.g. with a multi-stage build) to fewer layers");

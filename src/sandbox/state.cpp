@@ -150,9 +150,17 @@ void empty_layer(int upper_fd) {
     ::close(dir);
 }
 
-// The usual case after a run: the init emptied upper/ and overlayfs left work/work empty, so the
-// known skeleton goes with a few rmdir calls and no directory listing. (A directory of an older
-// hutch, with its lock file and mount point, fails the last rmdir and goes the long way.)
+// What a volatile overlay mount leaves in its work dir (mode 0, owned by the sandbox's root):
+// work/incompat/volatile/dirty. Removed from inside, where the sandbox's root may.
+void remove_volatile_marker(int work_fd) {
+    (void)::unlinkat(work_fd, "work/incompat/volatile/dirty", 0);
+    (void)::unlinkat(work_fd, "work/incompat/volatile", AT_REMOVEDIR);
+    (void)::unlinkat(work_fd, "work/incompat", AT_REMOVEDIR);
+}
+
+// The usual case after a run: the init emptied upper/ and work/work, so the known skeleton goes
+// with a few rmdir calls and no directory listing. (A directory of an older hutch, with its lock
+// file and mount point, or one a killed init left, fails an rmdir and goes the long way.)
 static bool remove_empty_skeleton(const std::string& dir) {
     for (const char* sub : {"/upper", "/work/work", "/work"})
         if (::rmdir((dir + sub).c_str()) != 0 && errno != ENOENT) return false;

@@ -103,6 +103,31 @@ def test_layer_is_removed_after_run(h):
     assert h.state_files() == []
 
 
+
+def _root_is_volatile(mountinfo: str) -> bool:
+    """Whether the mount at / in a /proc/self/mountinfo text is a volatile overlay ("volatile",
+    which newer kernels show as "fsync=volatile")."""
+    line = [l for l in mountinfo.splitlines() if l.split()[4] == "/"][0]
+    options = set(line.split(" - ", 1)[1].split()[2].split(","))
+    return bool(options & {"volatile", "fsync=volatile"})
+
+
+def test_a_runs_layer_is_volatile_and_a_persistent_sandboxs_is_not(h):
+    # A run's writable layer is deleted at its end: mounted volatile, the overlay does not sync the
+    # whole filesystem under it when it goes (podman does the same for --rm). A persistent
+    # sandbox's layer outlives its init, and keeps overlayfs' syncs.
+    cp = ok(h("run", "--name", "vol", "--", "cat", "/proc/self/mountinfo"))
+    assert _root_is_volatile(cp.stdout), cp.stdout
+    assert h.sandbox_dirs() == []  # with the marker a volatile mount leaves in its work dir
+    ok(h("create", "--name", "kept"))
+    try:
+        cp = ok(h("exec", "kept", "--", "cat", "/proc/self/mountinfo"))
+        assert not _root_is_volatile(cp.stdout), cp.stdout
+    finally:
+        ok(h("rm", "-f", "kept"))
+    assert h.sandbox_dirs() == []
+
+
 def test_dev_proc_and_sys_layout(h):
     """/dev holds the device set, a private devpts, /dev/shm and /dev/mqueue; masked paths are
     empty, read-only paths and /sys are mounted read-only. Only reads and access(2) checks."""

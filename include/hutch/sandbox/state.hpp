@@ -54,6 +54,8 @@ void remove_scratch(const std::string& dir, const IdMap& map);
 // remove_scratch: overlayfs leaves it empty after a run, and in the rare case it does not,
 // remove_scratch acts as the sandbox's root as well.
 void empty_layer(int upper_fd);
+// Removes the marker a volatile overlay mount leaves in its work dir (from the init, at the end).
+void remove_volatile_marker(int work_fd);
 
 // Removes what crashed runs left behind: directories without config.json whose lock is free.
 // Cheap when there is nothing to do; skipped when another hutch is sweeping.
