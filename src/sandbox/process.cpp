@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "hutch/core/error.hpp"
@@ -34,8 +36,29 @@ std::string read_or_empty(const char* path) {
     }
 }
 
+// The signals this process ignores or catches, from a "SigIgn:" or "SigCgt:" line of
+// /proc/self/status (hex, bit N-1 for signal N); false when the line is missing or malformed.
+bool signal_bits(const std::string& status, const char* key, uint64_t& bits) {
+    size_t at = status.find(key);
+    if (at == std::string::npos) return false;
+    char* end = nullptr;
+    bits = std::strtoull(status.c_str() + at + std::strlen(key), &end, 16);
+    return end && *end == '\n';
+}
+
+// Every signal back to its default action, then none blocked. execve resets caught signals by
+// itself but keeps ignored ones (a caller under nohup, hutch's own SIGPIPE): those are reset
+// here, and caught ones too, since this process shares the init's memory until its execve. The
+// two masks come from /proc/self/status: a few system calls instead of one per signal.
 void reset_signals() {
-    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
+    const std::string status = read_or_empty("/proc/self/status");
+    uint64_t ignored = 0, caught = 0;
+    if (signal_bits(status, "SigIgn:", ignored) && signal_bits(status, "SigCgt:", caught)) {
+        for (int sig = 1; sig <= 64 && sig < NSIG; ++sig)
+            if ((ignored | caught) & (uint64_t{1} << (sig - 1))) ::signal(sig, SIG_DFL);
+    } else {
+        for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
+    }
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -117,6 +117,30 @@ def test_ulimit_nofile(h):
 
 
 
+def _ignore_some_signals():
+    """As nohup and a shell's background jobs do: the caller of hutch ignores these."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def test_commands_start_with_default_signal_actions(h):
+    # Ignored signals survive execve; the command must not inherit the caller's (or hutch's own
+    # SIGPIPE), nor any blocked signal, in a run or an exec.
+    def status_of(*args):
+        p = h.popen(*args, "--", "cat", "/proc/self/status", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True, preexec_fn=_ignore_some_signals)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        return {k: int(v.split()[0], 16) for k, v in (l.split(":", 1) for l in out.splitlines())
+                if k in ("SigIgn", "SigBlk", "SigCgt")}
+    assert status_of("run") == {"SigIgn": 0, "SigBlk": 0, "SigCgt": 0}
+    ok(h("create", "--name", "signals"))
+    try:
+        assert status_of("exec", "signals") == {"SigIgn": 0, "SigBlk": 0, "SigCgt": 0}
+    finally:
+        h("rm", "-f", "signals")
+
+
 def _allowed_cpus(status: str) -> set[int]:
     """The CPUs of a Cpus_allowed_list line ("0-1,4")."""
     line = [l for l in status.splitlines() if l.startswith("Cpus_allowed_list:")][0]
