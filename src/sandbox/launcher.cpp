@@ -949,6 +949,9 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
             sweep();
         });
         side->start(st, false);
+        // By now the init has usually mounted its root: the marker of its volatile mount goes
+        // while the init populates the root, rather than after the command.
+        if (birth.host.discard && !birth.host.upper.empty()) state::take_volatile_marker(birth.host.work);
         birth.host = mounts::HostSide();
         UniqueFd master;
         // The init sends the pty's master once /dev/pts exists; EOF if setup failed first.

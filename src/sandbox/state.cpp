@@ -153,9 +153,21 @@ void empty_layer(int upper_fd) {
 // What a volatile overlay mount leaves in its work dir (mode 0, owned by the sandbox's root):
 // work/incompat/volatile/dirty. Removed from inside, where the sandbox's root may.
 void remove_volatile_marker(int work_fd) {
-    (void)::unlinkat(work_fd, "work/incompat/volatile/dirty", 0);
+    // Gone already when the front end took it (take_volatile_marker).
+    if (::unlinkat(work_fd, "work/incompat/volatile/dirty", 0) != 0) return;
     (void)::unlinkat(work_fd, "work/incompat/volatile", AT_REMOVEDIR);
     (void)::unlinkat(work_fd, "work/incompat", AT_REMOVEDIR);
+}
+
+bool take_volatile_marker(const std::string& work) {
+    const std::string base = work + "/work", incompat = base + "/incompat", dir = incompat + "/volatile";
+    // Made mode 0 and owned by the sandbox's root, which is the caller for a user's sandbox: opened
+    // up so that the caller may remove them. (Root needs no permission.)
+    if (::geteuid() != 0)
+        for (const std::string& d : {base, incompat, dir}) (void)::chmod(d.c_str(), 0700);
+    // "dirty" comes last: once it is there, overlayfs is done with the marker's directories.
+    if (::unlink((dir + "/dirty").c_str()) != 0) return false;
+    return ::rmdir(dir.c_str()) == 0 && ::rmdir(incompat.c_str()) == 0;
 }
 
 // The usual case after a run: the init emptied upper/ and work/work, so the known skeleton goes

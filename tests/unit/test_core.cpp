@@ -1,5 +1,6 @@
 // Unit tests of the plain-data pieces: errors, durations, sizes, users, names, the spec's JSON form.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -183,4 +184,30 @@ TEST_CASE("file locks exclude each other and die with their holder") {
     FileLock c = FileLock::try_acquire(tmpl);
     CHECK(static_cast<bool>(c));
     ::unlink(tmpl);
+}
+
+// The marker a volatile overlay mount leaves: work/work/incompat/volatile/dirty, all mode 0.
+TEST_CASE("the front end takes a volatile mount's marker only once it is complete") {
+    char tmpl[] = "/tmp/hutch-marker-test-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    const std::string work = tmpl;
+    const std::string base = work + "/work", dir = base + "/incompat/volatile";
+    fs::make_dirs(dir, 0700);
+    for (const std::string& d : {dir, base + "/incompat", base}) REQUIRE(::chmod(d.c_str(), 0) == 0);
+
+    // Without "dirty" (made last), overlayfs may still be making it: nothing is touched.
+    CHECK_FALSE(state::take_volatile_marker(work));
+    struct stat st;
+    CHECK(::stat(dir.c_str(), &st) == 0);
+
+    REQUIRE(::chmod(dir.c_str(), 0700) == 0);
+    int fd = ::open((dir + "/dirty").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    REQUIRE(::chmod(dir.c_str(), 0) == 0);
+    CHECK(state::take_volatile_marker(work));
+    CHECK(::stat((base + "/incompat").c_str(), &st) != 0);
+    CHECK(::stat(base.c_str(), &st) == 0);  // overlayfs' own work dir stays, for remove_scratch
+    ::chmod(base.c_str(), 0700);
+    fs::remove_tree(work);
 }

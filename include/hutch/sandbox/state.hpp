@@ -56,6 +56,9 @@ void remove_scratch(const std::string& dir, const IdMap& map);
 void empty_layer(int upper_fd);
 // Removes the marker a volatile overlay mount leaves in its work dir (from the init, at the end).
 void remove_volatile_marker(int work_fd);
+// The same from the front end, by path, while the sandbox runs (off the path to its end); false
+// when the mount has not finished making it (the init's removal at the end then does).
+bool take_volatile_marker(const std::string& work);
 
 // Removes what crashed runs left behind: directories without config.json whose lock is free.
 // Cheap when there is nothing to do; skipped when another hutch is sweeping.
