@@ -194,7 +194,7 @@ struct Birth {
     Pipe sync;     // front end → init: "the id maps are written", and the seccomp program
     Pipe report;   // init and command → front end: setup failures
     Pipe status;   // init → front end: the exit status, written before init's own exit
-    Pipe unshared;   // init → front end: its network namespace exists
+    Pipe unshared;   // init → front end: its network namespace exists ("1"); a run's overlay is up ("O")
     SocketPair tty;  // init → front end: the pty's master
     SocketPair lower_tree;  // front end → init: root's --rootfs, idmapped (mounts::idmapped_tree)
     struct winsize winsize {};
@@ -263,7 +263,8 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             throw_errno("cannot create the sandbox's namespaces", "unshare", "see 'hutch doctor'");
         trace("init: unshared");
         if (::write(b.unshared.wr.get(), "1", 1) != 1) ::_exit(kExitHutchError);
-        b.unshared.wr.reset();
+        // A run's volatile overlay: kept to say when it is up (its marker is the front end's).
+        if (!b.host.discard || b.host.upper.empty()) b.unshared.wr.reset();
         // What needs no id map is done before the maps exist.
         mounts::make_private();
         trace("init: private");
@@ -315,15 +316,21 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             if (idmapped) trace("init: idmapped --rootfs attached");
             b.lower_tree.child.reset();
         }
+        auto overlay_up = [&b] {
+            if (!b.unshared.wr) return;
+            ssize_t ignored = ::write(b.unshared.wr.get(), "O", 1);
+            (void)ignored;
+            b.unshared.wr.reset();
+        };
         try {
-            mounts::enter_overlay_root(b.host);
+            mounts::enter_overlay_root(b.host, overlay_up);
         } catch (const Error&) {
             // An overlayfs that refuses the idmapped layer: the tree as it is, then.
             if (!idmapped || ::umount2(spec.rootfs.c_str(), MNT_DETACH) != 0) throw;
             // A volatile mount that failed on its lower layers may have left its marker, which
             // would make overlayfs refuse the work dir.
             if (work) state::remove_volatile_marker(work.get());
-            mounts::enter_overlay_root(b.host);
+            mounts::enter_overlay_root(b.host, overlay_up);
         }
         trace("init: in the overlay root");
         mounts::populate(spec, detached, spec.idmap.maps_gid(5));
@@ -949,9 +956,13 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
             sweep();
         });
         side->start(st, false);
-        // By now the init has usually mounted its root: the marker of its volatile mount goes
-        // while the init populates the root, rather than after the command.
-        if (birth.host.discard && !birth.host.upper.empty()) state::take_volatile_marker(birth.host.work);
+        // The marker of the init's volatile mount goes while the init populates its root, not
+        // after the command. "O": the root is mounted; EOF: the init failed before (and then
+        // removes the marker itself at its end, if there is one).
+        if (birth.host.discard && !birth.host.upper.empty()) {
+            char up = 0;
+            if (::read(birth.unshared.rd.get(), &up, 1) == 1 && up == 'O') state::take_volatile_marker(birth.host.work);
+        }
         birth.host = mounts::HostSide();
         UniqueFd master;
         // The init sends the pty's master once /dev/pts exists; EOF if setup failed first.

@@ -283,7 +283,7 @@ static void enter_bind_root(const HostSide& host) {
     pivot_into(host.target);
 }
 
-void enter_overlay_root(const HostSide& host) {
+void enter_overlay_root(const HostSide& host, const std::function<void()>& mounted) {
     if (host.upper.empty()) return enter_bind_root(host);
     std::string cwd;
     std::string data = "lowerdir=" + lowerdir_option(host.lower, &cwd) + ",upperdir=" + escape_layer(host.upper) +
@@ -306,6 +306,7 @@ void enter_overlay_root(const HostSide& host) {
                     "overlayfs in a user namespace needs Linux 5.11 or later, and the writable layer must be on a "
                     "filesystem overlayfs supports (not overlayfs itself); see 'hutch doctor'");
     trace("init: overlay mounted");
+    if (mounted) mounted();
     pivot_into(host.target);
 }
 

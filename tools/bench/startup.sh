@@ -308,6 +308,9 @@ bench_set() {
     for i in "${!names[@]}"; do args+=(-n "${names[$i]}"); done
     args+=("${cmds[@]}")
 
+    # What preparing the trees (and the preflights) left to write goes to disk now, not during
+    # the first command measured.
+    sync
     echo "=== $SET_LABEL: hyperfine (${#names[@]} commands, warmup $WARMUP, runs $RUNS) ==="
     if ! run_as hyperfine "${args[@]}"; then
         note "$SET_LABEL: hyperfine failed"
@@ -324,6 +327,7 @@ bench_set() {
             icmds+=("${cmds[$i]}")
         done
         cp "$SCRIPT_DIR/interleaved.py" "$W/bin/"
+        sync
         echo "=== $SET_LABEL: interleaved (${#icmds[@]} commands, $INTERLEAVED_RUNS rounds, --gap 10) ==="
         # It exits 1 when any run failed; the medians are kept, marked (!) as in the first table.
         run_as python3 "$W/bin/interleaved.py" --runs "$INTERLEAVED_RUNS" --gap 10 --json "$W/json/interleaved.json" \

@@ -9,6 +9,7 @@
 //     outside it.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -56,8 +57,8 @@ UniqueFd idmapped_tree(const std::string& dir, int userns_fd);
 // In the init, before step 3: attaches that tree over `dir` in the sandbox's mount namespace,
 // where the overlay then finds it by its usual path. False when it could not.
 bool attach_over(int tree_fd, const std::string& dir);
-// Step 3.
-void enter_overlay_root(const HostSide& host);
+// Step 3. `mounted` runs once the root is mounted, before the pivot.
+void enter_overlay_root(const HostSide& host, const std::function<void()>& mounted = {});
 
 // Whether a sandbox can do without a writable layer: a --read-only run of one layer that already
 // has every mount point the sandbox needs (nothing may be created in the base), and whose
