@@ -16,7 +16,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
+#include <string_view>
 
 #include "hutch/core/duration.hpp"
 #include "hutch/core/error.hpp"
@@ -487,6 +489,22 @@ Stats Cgroup::stats() const {
     return s;
 }
 
+namespace {
+
+// The processes of the cgroup `dir` and of every cgroup below it (a sandbox with CAP_SYS_ADMIN
+// may have made some), as cgroup.kill would reach them.
+void procs_of_tree(const std::string& dir, std::vector<std::string>& out) {
+    for (auto& pid : words(read_or_empty(dir + "/cgroup.procs"))) out.push_back(std::move(pid));
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return;
+    while (struct dirent* e = ::readdir(d))
+        if (e->d_type == DT_DIR && std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+            procs_of_tree(dir + "/" + e->d_name, out);
+    ::closedir(d);
+}
+
+}  // namespace
+
 void Cgroup::kill() const {
     if (fs::exists(path_ + "/cgroup.kill")) {
         write_file(path_ + "/cgroup.kill", "1");
@@ -494,19 +512,25 @@ void Cgroup::kill() const {
     }
     // Before Linux 5.14: freeze so nothing forks while we kill, then thaw to let SIGKILL land.
     // Freezing takes effect task by task; cgroup.events says "frozen 1" once all are stopped (a
-    // second at most here). Until then one may still fork, so cgroup.procs is read again until
-    // it shows no process not yet killed.
+    // second at most here). Until then one may still fork, so the processes are listed again
+    // until no process is left unkilled. The freeze covers the cgroups below as well.
     write_file(path_ + "/cgroup.freeze", "1");
-    const std::string events = path_ + "/cgroup.events";
-    UniqueFd ev(::open(events.c_str(), O_RDONLY | O_CLOEXEC));
-    for (int waited = 0; ev && waited < 100 && read_or_empty(events).find("frozen 1") == std::string::npos; ++waited) {
+    UniqueFd ev(::open((path_ + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC));
+    auto frozen = [&ev] {
+        char buf[256];
+        ssize_t n = ::pread(ev.get(), buf, sizeof buf - 1, 0);
+        return n > 0 && std::string_view(buf, static_cast<size_t>(n)).find("frozen 1") != std::string_view::npos;
+    };
+    for (int waited = 0; ev && waited < 100 && !frozen(); ++waited) {
         struct pollfd p {ev.get(), POLLPRI, 0};
         ::poll(&p, 1, 10);
     }
     std::vector<std::string> killed;
     for (bool fresh = true; fresh;) {
         fresh = false;
-        for (const auto& pid : words(read_or_empty(path_ + "/cgroup.procs"))) {
+        std::vector<std::string> procs;
+        procs_of_tree(path_, procs);
+        for (const auto& pid : procs) {
             if (std::find(killed.begin(), killed.end(), pid) != killed.end()) continue;
             ::kill(std::stoi(pid), SIGKILL);
             killed.push_back(pid);

@@ -202,6 +202,7 @@ struct Birth {
     int cgroup_fd = -1;  // the sandbox's cgroup (CLONE_INTO_CGROUP), or -1 without limits
     int parent_userns = -1;  // the kept user namespace to nest the sandbox's in (pause.hpp), or -1
     net::Egress* egress = nullptr;  // --network egress: ruleset, DNS forwarder, refusal log
+    uint64_t reset_signals = ~uint64_t{0};  // the front end's non-default signal actions (the init's copy)
     cpu_set_t cpus;         // the front end's CPUs, which the init takes back once released
     bool spread = false;    // the init was started on another CPU than the front end's
 };
@@ -302,7 +303,8 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         // The writable layer is emptied at the end from inside (its files may belong to
         // subordinate ids the front end cannot remove); keep a handle that survives pivot_root.
         // (The work dir is the front end's to remove: after a run overlayfs has left it empty,
-        // but for the marker of a volatile mount, which only a mapped id may reach.)
+        // but for the marker of a volatile mount, which the front end takes while the sandbox
+        // runs, and the init at its end when the front end could not.)
         UniqueFd upper, work;
         if (!b.host.upper.empty()) upper = open_path(b.host.upper);
         if (b.host.discard && !b.host.upper.empty()) work = open_path(b.host.work);
@@ -316,7 +318,9 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             if (idmapped) trace("init: idmapped --rootfs attached");
             b.lower_tree.child.reset();
         }
-        auto overlay_up = [&b] {
+        bool mounted = false;
+        auto overlay_up = [&b, &mounted] {
+            mounted = true;
             if (!b.unshared.wr) return;
             ssize_t ignored = ::write(b.unshared.wr.get(), "O", 1);
             (void)ignored;
@@ -325,8 +329,9 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         try {
             mounts::enter_overlay_root(b.host, overlay_up);
         } catch (const Error&) {
-            // An overlayfs that refuses the idmapped layer: the tree as it is, then.
-            if (!idmapped || ::umount2(spec.rootfs.c_str(), MNT_DETACH) != 0) throw;
+            // An overlayfs that refuses the idmapped layer: the tree as it is, then. (Not when
+            // the mount worked and what came after it failed.)
+            if (mounted || !idmapped || ::umount2(spec.rootfs.c_str(), MNT_DETACH) != 0) throw;
             // A volatile mount that failed on its lower layers may have left its marker, which
             // would make overlayfs refuse the work dir.
             if (work) state::remove_volatile_marker(work.get());
@@ -387,6 +392,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         trace("init: forking the command");
         ProcessContext ctx;
         ctx.process = &spec.process;
+        ctx.reset_signals = b.reset_signals;
         ctx.idmap = &spec.idmap;
         ctx.caps = b.security->caps;
         ctx.seccomp = filter ? &*filter : nullptr;
@@ -701,6 +707,7 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     Started st;
     int pidfd = -1;
     b.spread = ::sched_getaffinity(0, sizeof b.cpus, &b.cpus) == 0 && CPU_COUNT(&b.cpus) > 1;
+    b.reset_signals = non_default_signals();  // read where /proc is the host's
     pid_t pid = clone_sandbox(b, &pidfd);
     if (pid < 0)
         throw_errno("cannot create the sandbox's namespaces", "clone3",
@@ -959,9 +966,13 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         // The marker of the init's volatile mount goes while the init populates its root, not
         // after the command. "O": the root is mounted; EOF: the init failed before (and then
         // removes the marker itself at its end, if there is one).
+        // The wait is short: signals and --timeout are not watched yet (a lower layer on a hung
+        // filesystem must not make hutch deaf to them).
         if (birth.host.discard && !birth.host.upper.empty()) {
+            struct pollfd p {birth.unshared.rd.get(), POLLIN, 0};
             char up = 0;
-            if (::read(birth.unshared.rd.get(), &up, 1) == 1 && up == 'O') state::take_volatile_marker(birth.host.work);
+            if (::poll(&p, 1, 50) == 1 && ::read(birth.unshared.rd.get(), &up, 1) == 1 && up == 'O')
+                state::take_volatile_marker(birth.host.work);
         }
         birth.host = mounts::HostSide();
         UniqueFd master;
@@ -1105,6 +1116,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     trace("front end: seccomp program and cgroup");
 
     BlockedSignals blocked;
+    const uint64_t reset_signals = non_default_signals();  // while /proc is still the host's
     Pipe report = Pipe::make();
     // Joining the namespaces at once through the pidfd; this process becomes the command's parent
     // and, from here on, sees only the sandbox's filesystem. The cgroup namespace waits: a process
@@ -1120,6 +1132,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     }
     ProcessContext ctx;
     ctx.process = &proc;
+    ctx.reset_signals = reset_signals;
     ctx.idmap = &spec.idmap;
     ctx.caps = security.caps;
     ctx.seccomp = security.seccomp ? &*security.seccomp : nullptr;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cctype>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -36,29 +37,26 @@ std::string read_or_empty(const char* path) {
     }
 }
 
-// The signals this process ignores or catches, from a "SigIgn:" or "SigCgt:" line of
-// /proc/self/status (hex, bit N-1 for signal N); false when the line is missing or malformed.
+// A "SigIgn:" or "SigCgt:" line of /proc/self/status (hex, bit N-1 for signal N); false when the
+// line is missing or malformed.
 bool signal_bits(const std::string& status, const char* key, uint64_t& bits) {
     size_t at = status.find(key);
     if (at == std::string::npos) return false;
+    const char* digits = status.c_str() + at + std::strlen(key);
+    while (*digits == '\t' || *digits == ' ') ++digits;
+    if (!std::isxdigit(static_cast<unsigned char>(*digits))) return false;
     char* end = nullptr;
-    bits = std::strtoull(status.c_str() + at + std::strlen(key), &end, 16);
-    return end && *end == '\n';
+    bits = std::strtoull(digits, &end, 16);
+    return *end == '\n';
 }
 
-// Every signal back to its default action, then none blocked. execve resets caught signals by
-// itself but keeps ignored ones (a caller under nohup, hutch's own SIGPIPE): those are reset
-// here, and caught ones too, since this process shares the init's memory until its execve. The
-// two masks come from /proc/self/status: a few system calls instead of one per signal.
-void reset_signals() {
-    const std::string status = read_or_empty("/proc/self/status");
-    uint64_t ignored = 0, caught = 0;
-    if (signal_bits(status, "SigIgn:", ignored) && signal_bits(status, "SigCgt:", caught)) {
-        for (int sig = 1; sig <= 64 && sig < NSIG; ++sig)
-            if ((ignored | caught) & (uint64_t{1} << (sig - 1))) ::signal(sig, SIG_DFL);
-    } else {
-        for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
-    }
+// Every signal in `reset` back to its default action, then none blocked. execve resets caught
+// signals by itself but keeps ignored ones (a caller under nohup, hutch's own SIGPIPE); caught
+// ones are reset too, since this process shares its creator's memory until its execve. Only
+// those: one system call per signal set, not one per signal.
+void reset_signals(uint64_t reset) {
+    for (int sig = 1; sig < NSIG; ++sig)
+        if (sig > 64 || (reset & (uint64_t{1} << (sig - 1)))) ::signal(sig, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -187,6 +185,13 @@ std::pair<int, std::string> read_failure(int fd) {
     return parse_failure(std::string(buf, static_cast<size_t>(n)));
 }
 
+uint64_t non_default_signals() {
+    const std::string status = read_or_empty("/proc/self/status");
+    uint64_t ignored = 0, caught = 0;
+    if (!signal_bits(status, "SigIgn:", ignored) || !signal_bits(status, "SigCgt:", caught)) return ~uint64_t{0};
+    return ignored | caught;
+}
+
 void exec_process(const ProcessContext& ctx) {
     try {
         const ProcessSpec& p = *ctx.process;
@@ -200,7 +205,7 @@ void exec_process(const ProcessContext& ctx) {
         trace("command: forked");
         if (!ctx.idmap->deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
-        reset_signals();
+        reset_signals(ctx.reset_signals);
         setup_stdio(ctx);
         trace("command: stdio");
         user::Resolved u = user::resolve(p.user, read_or_empty("/etc/passwd"), read_or_empty("/etc/group"));

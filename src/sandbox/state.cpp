@@ -170,7 +170,8 @@ bool take_volatile_marker(const std::string& work) {
     return ::rmdir(dir.c_str()) == 0 && ::rmdir(incompat.c_str()) == 0;
 }
 
-// The usual case after a run: the init emptied upper/ and work/work, so the known skeleton goes
+// The usual case after a run: the init emptied upper/, and the front end or the init took the
+// volatile mount's marker from work/work, so the known skeleton goes
 // with a few rmdir calls and no directory listing. (A directory of an older hutch, with its lock
 // file and mount point, or one a killed init left, fails an rmdir and goes the long way.)
 static bool remove_empty_skeleton(const std::string& dir) {

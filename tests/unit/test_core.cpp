@@ -195,7 +195,7 @@ TEST_CASE("the front end takes a volatile mount's marker only once it is complet
     fs::make_dirs(dir, 0700);
     for (const std::string& d : {dir, base + "/incompat", base}) REQUIRE(::chmod(d.c_str(), 0) == 0);
 
-    // Without "dirty" (made last), overlayfs may still be making it: nothing is touched.
+    // Without "dirty" (made last), overlayfs may still be making it: nothing is removed.
     CHECK_FALSE(state::take_volatile_marker(work));
     struct stat st;
     CHECK(::stat(dir.c_str(), &st) == 0);

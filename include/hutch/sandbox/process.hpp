@@ -3,6 +3,7 @@
 // sandbox's init) and `exec` (forked after setns).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "hutch/sandbox/caps.hpp"
@@ -24,7 +25,15 @@ struct ProcessContext {
     int cgroup_procs_fd = -1;
     bool cgroup_optional = false;  // a refused move into it is no error (a cgroup for statistics only)
     int cgroupns_of = -1;
+    // The signals whose actions the command puts back to default (bit N-1: signal N): those its
+    // creator ignores or catches, read by the creator (non_default_signals) from a /proc the
+    // sandbox cannot touch. All of them when unknown.
+    uint64_t reset_signals = ~uint64_t{0};
 };
+
+// The signals this process ignores or catches (SigIgn and SigCgt of /proc/self/status); all
+// of them when that cannot be read. Its children start with the same actions.
+uint64_t non_default_signals();
 
 // Never returns: execs the command, or reports why not and exits 125/126/127.
 [[noreturn]] void exec_process(const ProcessContext& ctx);

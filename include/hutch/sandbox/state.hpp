@@ -54,7 +54,8 @@ void remove_scratch(const std::string& dir, const IdMap& map);
 // remove_scratch: overlayfs leaves it empty after a run, and in the rare case it does not,
 // remove_scratch acts as the sandbox's root as well.
 void empty_layer(int upper_fd);
-// Removes the marker a volatile overlay mount leaves in its work dir (from the init, at the end).
+// Removes the marker a volatile overlay mount leaves in its work dir, from the init (at its end,
+// or before it mounts again after a refusal).
 void remove_volatile_marker(int work_fd);
 // The same from the front end, by path, while the sandbox runs (off the path to its end); false
 // when the mount has not finished making it (the init's removal at the end then does).
