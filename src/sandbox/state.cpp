@@ -160,14 +160,22 @@ void remove_volatile_marker(int work_fd) {
 }
 
 bool take_volatile_marker(const std::string& work) {
-    const std::string base = work + "/work", incompat = base + "/incompat", dir = incompat + "/volatile";
-    // Made mode 0 and owned by the sandbox's root, which is the caller for a user's sandbox: opened
-    // up so that the caller may remove them. (Root needs no permission.)
-    if (::geteuid() != 0)
-        for (const std::string& d : {base, incompat, dir}) (void)::chmod(d.c_str(), 0700);
+    // Walked one directory at a time, never following a symbolic link: the directories belong to
+    // the sandbox's root, and root's front end must not be led elsewhere. Made mode 0, they are
+    // opened up first when the caller is their owner (a user's sandbox); root needs no permission.
+    const bool owner = ::geteuid() != 0;
+    auto step = [owner](int dirfd, const char* name) {
+        if (owner) (void)::fchmodat(dirfd, name, 0700, AT_SYMLINK_NOFOLLOW);
+        return UniqueFd(::openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    };
+    UniqueFd top(::open(work.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!top) return false;
+    UniqueFd base = step(top.get(), "work");
+    UniqueFd incompat = base ? step(base.get(), "incompat") : UniqueFd();
+    UniqueFd dir = incompat ? step(incompat.get(), "volatile") : UniqueFd();
     // "dirty" comes last: once it is there, overlayfs is done with the marker's directories.
-    if (::unlink((dir + "/dirty").c_str()) != 0) return false;
-    return ::rmdir(dir.c_str()) == 0 && ::rmdir(incompat.c_str()) == 0;
+    if (!dir || ::unlinkat(dir.get(), "dirty", 0) != 0) return false;
+    return ::unlinkat(incompat.get(), "volatile", AT_REMOVEDIR) == 0 && ::unlinkat(base.get(), "incompat", AT_REMOVEDIR) == 0;
 }
 
 // The usual case after a run: the init emptied upper/, and the front end or the init took the

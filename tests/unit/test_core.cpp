@@ -208,6 +208,15 @@ TEST_CASE("the front end takes a volatile mount's marker only once it is complet
     CHECK(state::take_volatile_marker(work));
     CHECK(::stat((base + "/incompat").c_str(), &st) != 0);
     CHECK(::stat(base.c_str(), &st) == 0);  // overlayfs' own work dir stays, for remove_scratch
+    // A link in the way is not followed: what it points at stays.
+    const std::string decoy = work + "/decoy";
+    fs::make_dirs(decoy + "/volatile", 0700);
+    fd = ::open((decoy + "/volatile/dirty").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    ::close(fd);
     ::chmod(base.c_str(), 0700);
+    REQUIRE(::symlink(decoy.c_str(), (base + "/incompat").c_str()) == 0);
+    CHECK_FALSE(state::take_volatile_marker(work));
+    CHECK(::stat((decoy + "/volatile/dirty").c_str(), &st) == 0);
     fs::remove_tree(work);
 }
