@@ -182,10 +182,16 @@ bool take_volatile_marker(const std::string& work) {
 // volatile mount's marker from work/work, so the known skeleton goes
 // with a few rmdir calls and no directory listing. (A directory of an older hutch, with its lock
 // file and mount point, or one a killed init left, fails an rmdir and goes the long way.)
+// Relative to directory fds, links never followed: the directory belongs to the sandbox's root.
 static bool remove_empty_skeleton(const std::string& dir) {
-    for (const char* sub : {"/upper", "/work/work", "/work"})
-        if (::rmdir((dir + sub).c_str()) != 0 && errno != ENOENT) return false;
-    return ::rmdir(dir.c_str()) == 0;
+    UniqueFd d(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!d) return false;
+    auto gone = [](int at, const char* name) { return ::unlinkat(at, name, AT_REMOVEDIR) == 0 || errno == ENOENT; };
+    if (!gone(d.get(), "upper")) return false;
+    UniqueFd work(::openat(d.get(), "work", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (work && !gone(work.get(), "work")) return false;
+    if (!work && errno != ENOENT) return false;
+    return gone(d.get(), "work") && ::rmdir(dir.c_str()) == 0;
 }
 
 void remove_scratch(const std::string& dir, const IdMap& map) {
