@@ -22,6 +22,25 @@ echo "== integration tests (pytest)"
 HUTCH_BIN="$PWD/build/hutch" HUTCH_DEFAULT_ROOTFS="$PWD/build/rootfs/busybox" HUTCH_POLICY_DIR="$PWD/policies" \
     /usr/bin/python3 -m pytest -q -rs --junitxml="$results/integration.xml" tests/integration || status=1
 
+# The unit tests of removing what a sandbox leaves, again as the unprivileged user the integration
+# tests created: without root's permission overrides, a mode-0 directory is only its owner's to
+# open up again.
+if [ "$(id -u)" -eq 0 ] && id hutch-t-sub >/dev/null 2>&1; then
+    echo "== unit tests as hutch-t-sub (removing sandbox leftovers)"
+    out=$(mktemp -d /tmp/hutch-unit-user.XXXXXX)
+    chown hutch-t-sub "$out"
+    cases='remove_tree*,*volatile mount*'
+    setpriv --reuid=hutch-t-sub --regid=hutch-t-sub --init-groups build/tests/hutch-unit -tc="$cases" >"$out/log" 2>&1 ||
+        { status=1; cat "$out/log"; }
+    tail -n 3 "$out/log"
+    setpriv --reuid=hutch-t-sub --regid=hutch-t-sub --init-groups build/tests/hutch-unit -tc="$cases" \
+        --reporters=junit --out="$out/unit-user.xml" >/dev/null 2>&1 || status=1
+    cp "$out/unit-user.xml" "$results/hutch-unit-as-user.xml" 2>/dev/null || status=1
+    rm -rf "$out"
+else
+    echo "== unit tests as hutch-t-sub: skipped (needs root and the user the integration tests create)"
+fi
+
 echo "== cgroup v2 tests inside User-Mode Linux (tools/uml)"
 # The VM sees the host's files read-only; everything it needs is staged where any user can read it,
 # and the reports come back through a directory shared read-write.

@@ -123,6 +123,15 @@ void remove_contents(int dirfd, const std::string& shown_path) {
             throw_errno("cannot remove", shown_path + "/" + name);
         }
         UniqueFd child(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!child && errno == EACCES) {
+            // A directory its owner made mode 0 (the sandboxed command, or overlayfs' work dirs)
+            // cannot even be opened: its owner may give the permissions back first. A symbolic
+            // link is never followed (AT_SYMLINK_NOFOLLOW refuses links).
+            if (::fchmodat(dirfd, name.c_str(), 0700, AT_SYMLINK_NOFOLLOW) == 0)
+                child.reset(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            else
+                errno = EACCES;
+        }
         if (!child) {
             ::closedir(dir);
             throw_errno("cannot open", shown_path + "/" + name);
