@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,6 +68,13 @@ std::string lexical_normal(const std::string& path) {
     std::string out;
     for (const auto& p : parts) out += "/" + p;
     return out.empty() ? "/" : out;
+}
+
+std::string absolute(const std::string& path) {
+    if (!path.empty() && path[0] == '/') return path;
+    char cwd[PATH_MAX];
+    if (!::getcwd(cwd, sizeof cwd)) throw_errno("cannot find the working directory for", path);
+    return std::string(cwd) + "/" + path;
 }
 
 bool make_dirs(const std::string& path, mode_t mode) {

@@ -25,23 +25,12 @@ static std::string home_dir() {
          "set HOME or XDG_DATA_HOME, or pass --root DIR");
 }
 
-// `dir` made absolute from the working directory and lexically normal ("//", "." and ".."
-// resolved, no trailing slash): the same --root names the same state wherever hutch is started,
-// however it is spelled (sandboxes' cgroups are named after it). Symbolic links stay as given.
-static std::string absolute(const std::string& dir) {
-    std::string path = dir;
-    if (path[0] != '/') {
-        char cwd[4096];
-        if (!::getcwd(cwd, sizeof cwd)) throw_errno("cannot find the working directory for --root", dir);
-        path = std::string(cwd) + "/" + path;
-    }
-    return fs::lexical_normal(path);
-}
-
 Paths Paths::resolve(const std::string& root_override) {
     Paths p;
     if (!root_override.empty()) {
-        p.storage = absolute(root_override);
+        // Absolute and lexically normal: the same --root names the same state wherever hutch is
+        // started, however it is spelled (sandboxes' cgroups are named after it).
+        p.storage = fs::lexical_normal(fs::absolute(root_override));
         p.state = p.storage + "/run";
         return p;
     }

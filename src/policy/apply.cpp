@@ -416,6 +416,21 @@ std::string device_key(const DeviceKey& k, const std::string& section, const std
     return section + "." + k.name + "." + quote(dev);
 }
 
+// The first rate of `rates` above the ceiling of its device in `ceilings`: (device, rate,
+// ceiling's device, ceiling); nullopt when each is within.
+struct RateAbove {
+    std::string dev;
+    int64_t rate;
+    std::string ceiling_dev;
+    int64_t ceiling;
+};
+std::optional<RateAbove> rate_above(const std::map<std::string, int64_t>& rates, const std::map<std::string, int64_t>& ceilings) {
+    for (const auto& [cdev, ceiling] : ceilings)
+        for (const auto& [dev, rate] : rates)
+            if (rate > ceiling && device_identity(dev) == device_identity(cdev)) return RateAbove{dev, rate, cdev, ceiling};
+    return std::nullopt;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Origins: where a key was set, for messages.
 
@@ -523,13 +538,11 @@ void within_limits(const Policy& user, const Policy& admin) {
 
 void within_device_rates(const Policy& user, const Policy& admin) {
     for (const auto& k : kDeviceKeys)
-        for (const auto& [cdev, ceiling] : admin.ceilings.*k.rates)
-            for (const auto& [section, limits] : {std::pair<std::string, const Limits*>{"limits", &user.defaults},
-                                                  std::pair<std::string, const Limits*>{"ceilings", &user.ceilings}})
-                for (const auto& [dev, rate] : (*limits).*k.rates)
-                    if (rate > ceiling && device_identity(dev) == device_identity(cdev))
-                        widen(user, device_key(k, section, dev), device_key(k, section, dev) + " = " + format_size(rate),
-                              admin, device_key(k, "ceilings", cdev), format_size(ceiling));
+        for (const auto& [section, limits] : {std::pair<std::string, const Limits*>{"limits", &user.defaults},
+                                              std::pair<std::string, const Limits*>{"ceilings", &user.ceilings}})
+            if (auto a = rate_above((*limits).*k.rates, admin.ceilings.*k.rates))
+                widen(user, device_key(k, section, a->dev), device_key(k, section, a->dev) + " = " + format_size(a->rate),
+                      admin, device_key(k, "ceilings", a->ceiling_dev), format_size(a->ceiling));
 }
 
 void within_capabilities(const Policy& user, const Policy& admin) {
@@ -846,14 +859,13 @@ void check_defaults_within_ceilings(const Policy& p) {
                           "a default must be within its ceiling: lower the default or raise the ceiling");
     }
     for (const auto& k : kDeviceKeys)
-        for (const auto& [cdev, ceiling] : p.ceilings.*k.rates)
-            for (const auto& [dev, rate] : p.defaults.*k.rates)
-                if (rate > ceiling && device_identity(dev) == device_identity(cdev))
-                    contradiction(p, device_key(k, "limits", dev),
-                                  device_key(k, "limits", dev) + " = " + format_size(rate) + " exceeds " +
-                                      device_key(k, "ceilings", cdev) + " = " + format_size(ceiling) + " (" +
-                                      origin_of(p, device_key(k, "ceilings", cdev)) + ")",
-                                  "a default must be within its ceiling: lower the default or raise the ceiling");
+        if (auto a = rate_above(p.defaults.*k.rates, p.ceilings.*k.rates)) {
+            const std::string ceiling_key = device_key(k, "ceilings", a->ceiling_dev);
+            contradiction(p, device_key(k, "limits", a->dev),
+                          device_key(k, "limits", a->dev) + " = " + format_size(a->rate) + " exceeds " + ceiling_key +
+                              " = " + format_size(a->ceiling) + " (" + origin_of(p, ceiling_key) + ")",
+                          "a default must be within its ceiling: lower the default or raise the ceiling");
+        }
     const Limits& d = p.defaults;
     if (d.memory && d.memory_swap && *d.memory_swap > 0 && *d.memory_swap < *d.memory)
         contradiction(p, "limits.memory_swap",

@@ -211,13 +211,6 @@ std::string relative_to(const std::string& dir, const std::string& path) {
     return dir == "/" ? "/" + path : dir + "/" + path;
 }
 
-std::string absolute(const std::string& path) {
-    if (!path.empty() && path[0] == '/') return path;
-    char cwd[PATH_MAX];
-    if (!::getcwd(cwd, sizeof cwd)) throw_errno("cannot find the current directory");
-    return std::string(cwd) + "/" + path;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Rules.
 
@@ -539,7 +532,7 @@ void Loader::seccomp(const toml::table& t, const std::string& dir) {
             profile.clear();
         } else if (profile != "unconfined") {
             if (profile.empty()) bad(n->source(), "seccomp.profile is empty", "use \"default\", \"unconfined\" or a file");
-            profile = absolute(relative_to(dir, profile));
+            profile = fs::absolute(relative_to(dir, profile));
             if (!fs::exists(profile))
                 bad(n->source(), "seccomp.profile " + profile + ": no such file",
                     "a relative profile path is relative to the policy file's directory");

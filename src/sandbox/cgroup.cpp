@@ -503,6 +503,19 @@ void procs_of_tree(const std::string& dir, std::vector<std::string>& out) {
     ::closedir(d);
 }
 
+// Waits up to `tries` times 10 ms for the cgroup.events file open as `fd` to show `want`
+// ("populated 0", "frozen 1"): the kernel wakes POLLPRI on each change.
+void await_event(int fd, std::string_view want, int tries) {
+    for (int i = 0;; ++i) {
+        char buf[256];
+        ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+        if ((n > 0 && std::string_view(buf, static_cast<size_t>(n)).find(want) != std::string_view::npos) || i == tries)
+            return;
+        struct pollfd p {fd, POLLPRI, 0};
+        ::poll(&p, 1, 10);
+    }
+}
+
 }  // namespace
 
 void Cgroup::kill() const {
@@ -515,16 +528,7 @@ void Cgroup::kill() const {
     // second at most here). Until then one may still fork, so the processes are listed again
     // until no process is left unkilled. The freeze covers the cgroups below as well.
     write_file(path_ + "/cgroup.freeze", "1");
-    UniqueFd ev(::open((path_ + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC));
-    auto frozen = [&ev] {
-        char buf[256];
-        ssize_t n = ::pread(ev.get(), buf, sizeof buf - 1, 0);
-        return n > 0 && std::string_view(buf, static_cast<size_t>(n)).find("frozen 1") != std::string_view::npos;
-    };
-    for (int waited = 0; ev && waited < 100 && !frozen(); ++waited) {
-        struct pollfd p {ev.get(), POLLPRI, 0};
-        ::poll(&p, 1, 10);
-    }
+    if (UniqueFd ev{::open((path_ + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC)}) await_event(ev.get(), "frozen 1", 100);
     std::vector<std::string> killed;
     for (bool fresh = true; fresh;) {
         fresh = false;
@@ -557,14 +561,13 @@ void Cgroup::evict(pid_t pid) const {
 bool Cgroup::remove_if_empty() const { return ::rmdir(path_.c_str()) == 0 || errno == ENOENT; }
 
 bool Cgroup::remove() const {
+    UniqueFd ev;
     for (int attempt = 0; attempt < 200; ++attempt) {
         if (::rmdir(path_.c_str()) == 0 || errno == ENOENT) return true;
         if (errno != EBUSY) return false;
         // Processes leave a cgroup only at the very end of exit(2); wait for "populated 0".
-        UniqueFd ev(::open((path_ + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC));
-        if (!ev) return false;
-        struct pollfd p {ev.get(), POLLPRI, 0};
-        if (read_or_empty(path_ + "/cgroup.events").find("populated 0") == std::string::npos) ::poll(&p, 1, 10);
+        if (!ev && !(ev = UniqueFd(::open((path_ + "/cgroup.events").c_str(), O_RDONLY | O_CLOEXEC)))) return false;
+        await_event(ev.get(), "populated 0", 1);
     }
     return false;
 }

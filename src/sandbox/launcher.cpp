@@ -265,7 +265,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         trace("init: unshared");
         if (::write(b.unshared.wr.get(), "1", 1) != 1) ::_exit(kExitHutchError);
         // A run's volatile overlay: kept to say when it is up (its marker is the front end's).
-        if (!b.host.discard || b.host.upper.empty()) b.unshared.wr.reset();
+        if (!b.host.discard) b.unshared.wr.reset();
         // What needs no id map is done before the maps exist.
         mounts::make_private();
         trace("init: private");
@@ -307,7 +307,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         // runs, and the init at its end when the front end could not.)
         UniqueFd upper, work;
         if (!b.host.upper.empty()) upper = open_path(b.host.upper);
-        if (b.host.discard && !b.host.upper.empty()) work = open_path(b.host.work);
+        if (b.host.discard) work = open_path(b.host.work);
         // libnftables must be loaded while the host's libraries are still visible.
         if (b.egress) b.egress->sandbox_before_pivot(spec.idmap);
         bool idmapped = false;
@@ -968,7 +968,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         // removes the marker itself at its end, if there is one).
         // The wait is short: signals and --timeout are not watched yet (a lower layer on a hung
         // filesystem must not make hutch deaf to them).
-        if (birth.host.discard && !birth.host.upper.empty()) {
+        if (birth.host.discard) {
             struct pollfd p {birth.unshared.rd.get(), POLLIN, 0};
             char up = 0;
             if (::poll(&p, 1, 50) == 1 && ::read(birth.unshared.rd.get(), &up, 1) == 1 && up == 'O')

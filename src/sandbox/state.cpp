@@ -159,18 +159,23 @@ void remove_volatile_marker(int work_fd) {
     (void)::unlinkat(work_fd, "work/incompat", AT_REMOVEDIR);
 }
 
+// A directory `name` under `at` (AT_FDCWD: a path), opened for *at calls only, never through a
+// symbolic link: the sandbox's directories belong to the sandbox's root, and root's front end
+// must not be led elsewhere by a link left in them.
+static UniqueFd dir_at(int at, const char* name) {
+    return UniqueFd(::openat(at, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+}
+
 bool take_volatile_marker(const std::string& work) {
-    // Walked one directory at a time, never following a symbolic link: the directories belong to
-    // the sandbox's root, and root's front end must not be led elsewhere. Made mode 0, they are
-    // opened up first when the caller is their owner (a user's sandbox); root needs no permission.
+    // Made mode 0, the directories are opened up first when the caller is their owner (a user's
+    // sandbox); root needs no permission.
     const bool owner = ::geteuid() != 0;
-    auto step = [owner](int dirfd, const char* name) {
-        if (owner) (void)::fchmodat(dirfd, name, 0700, AT_SYMLINK_NOFOLLOW);
-        return UniqueFd(::openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    auto step = [owner](int at, const char* name) {
+        if (owner) (void)::fchmodat(at, name, 0700, AT_SYMLINK_NOFOLLOW);
+        return dir_at(at, name);
     };
-    UniqueFd top(::open(work.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!top) return false;
-    UniqueFd base = step(top.get(), "work");
+    UniqueFd top = dir_at(AT_FDCWD, work.c_str());
+    UniqueFd base = top ? step(top.get(), "work") : UniqueFd();
     UniqueFd incompat = base ? step(base.get(), "incompat") : UniqueFd();
     UniqueFd dir = incompat ? step(incompat.get(), "volatile") : UniqueFd();
     // "dirty" comes last: once it is there, overlayfs is done with the marker's directories.
@@ -179,18 +184,16 @@ bool take_volatile_marker(const std::string& work) {
 }
 
 // The usual case after a run: the init emptied upper/, and the front end or the init took the
-// volatile mount's marker from work/work, so the known skeleton goes
-// with a few rmdir calls and no directory listing. (A directory of an older hutch, with its lock
-// file and mount point, or one a killed init left, fails an rmdir and goes the long way.)
-// Relative to directory fds, links never followed: the directory belongs to the sandbox's root.
+// volatile mount's marker from work/work, so the known skeleton goes with a few rmdir calls and
+// no directory listing. (A directory of an older hutch, with its lock file and mount point, or
+// one a killed init left, fails an rmdir and goes the long way.)
 static bool remove_empty_skeleton(const std::string& dir) {
-    UniqueFd d(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd d = dir_at(AT_FDCWD, dir.c_str());
     if (!d) return false;
     auto gone = [](int at, const char* name) { return ::unlinkat(at, name, AT_REMOVEDIR) == 0 || errno == ENOENT; };
     if (!gone(d.get(), "upper")) return false;
-    UniqueFd work(::openat(d.get(), "work", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (work && !gone(work.get(), "work")) return false;
-    if (!work && errno != ENOENT) return false;
+    UniqueFd work = dir_at(d.get(), "work");
+    if (work ? !gone(work.get(), "work") : errno != ENOENT) return false;
     return gone(d.get(), "work") && ::rmdir(dir.c_str()) == 0;
 }
 

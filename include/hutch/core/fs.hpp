@@ -16,6 +16,8 @@ bool make_dirs(const std::string& path, mode_t mode = 0700);
 bool exists(const std::string& path);
 // Collapses ".", ".." and repeated slashes of an absolute path without touching the disk.
 std::string lexical_normal(const std::string& path);
+// `path` joined to the working directory when it is relative (symbolic links stay as given).
+std::string absolute(const std::string& path);
 // Throws unless every directory on the way to `path` (itself included) is searchable by others:
 // root's sandboxes run as an unprivileged uid range that looks their layers up by path.
 void require_searchable(const std::string& path, const std::string& what);

@@ -26,8 +26,8 @@ struct HostSide {
     std::string upper;   // the sandbox's writable layer; empty: a read-only bind of the one layer
     std::string work;    // overlayfs' work dir
     std::string target;  // where the overlay is mounted before pivot_root
-    // The writable layer is thrown away at the end (`hutch run`): mounted volatile, so that
-    // overlayfs does not sync the whole filesystem under it when the sandbox ends.
+    // There is a writable layer, and it is thrown away at the end (`hutch run`): mounted
+    // volatile, so that overlayfs does not sync the whole filesystem under it when the sandbox ends.
     bool discard = false;
     std::vector<UniqueFd> binds;  // detached bind trees (root: opened by the front end) or empty
 };
