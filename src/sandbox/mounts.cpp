@@ -59,6 +59,7 @@ UniqueFd idmapped_tree(const std::string& dir, int userns_fd) {
     UniqueFd tree(::open_tree(AT_FDCWD, dir.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
     struct mount_attr a {};
     a.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY;
+    a.propagation = MS_PRIVATE;  // cloned in the host's namespace: no peer of its mounts
     a.userns_fd = static_cast<uint64_t>(userns_fd);
     if (!tree || ::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &a, sizeof a) != 0) return {};
     return tree;
@@ -186,7 +187,15 @@ std::vector<UniqueFd> open_bind_sources(const std::vector<BindMount>& binds) {
     std::vector<UniqueFd> out;
     for (const auto& b : binds) {
         UniqueFd fd = clone_tree(b.source, true);
-        if (b.read_only) set_attr(fd.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, MOUNT_ATTR_RDONLY, b.source);
+        // rprivate, as docker's binds. A clone made in the host's namespace (root's front end
+        // makes them) would stay a peer of the host's mounts: what the sandbox mounts beneath
+        // the destination would appear on the host, and what the host mounts beneath the source
+        // later would appear in the sandbox, writable under a :ro bind.
+        struct mount_attr a {};
+        a.attr_set = b.read_only ? MOUNT_ATTR_RDONLY : 0;
+        a.propagation = MS_PRIVATE;
+        if (::mount_setattr(fd.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) != 0)
+            throw_errno("cannot set mount attributes", b.source);
         out.push_back(std::move(fd));
     }
     return out;

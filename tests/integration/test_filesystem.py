@@ -1,6 +1,7 @@
 """The sandbox's filesystem: a throwaway layer over the base, binds, --read-only and --tmpfs."""
 import os
 import re
+import shlex
 import subprocess
 import uuid
 from pathlib import Path
@@ -66,6 +67,24 @@ def test_explicit_rw_bind_and_file_bind(h):
                  "-v", f"{d / 'conf'}:/etc/app.conf:ro", "-v", f"{d}:/w:rw"))
     assert "setting=1" in cp.stdout and "WROTE" in cp.stdout, cp.stdout
     assert (d / "new").read_text() == "x\n"
+
+
+def test_mounts_beneath_a_bind_stay_in_the_sandbox(h):
+    # On systemd hosts / is a shared mount. A bind cloned from it must not stay its peer: the
+    # sandbox's --tmpfs beneath the bind's destination would appear on the host, for good. The
+    # shared mount lives in a mount namespace of the test's own.
+    if os.geteuid() != 0:
+        pytest.skip("making a mount namespace with a shared mount in it needs root")
+    src = h.work / "shared"
+    src.mkdir()
+    run = shlex.join(h.argv("run", "-v", f"{src}:/mnt:ro", "--tmpfs", "/mnt/cache", "--",
+                            "sh", "-c", "grep -c ' /mnt ro,' /proc/self/mountinfo"))
+    script = (f"mount -t tmpfs hutch-test {src} && mkdir {src}/cache && mount --make-shared {src} || exit 99\n"
+              f"{run} || exit 98\n"
+              f"grep -c ' {src}/cache ' /proc/self/mountinfo\n")
+    cp = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                        capture_output=True, text=True, timeout=60, env=h.environ(None))
+    assert cp.stdout.split() == ["1", "0"], f"exit {cp.returncode}\n{cp.stdout}{cp.stderr}"
 
 
 def test_bind_into_missing_directory(h):
