@@ -295,7 +295,8 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             struct pollfd p {b.sync.rd.get(), POLLIN, 0};
             if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) ::_exit(kExitHutchError);
         }
-        if (!lo_by_front_end) b.sync.rd.reset();
+        // A persistent init keeps it until its state is recorded (below).
+        if (!lo_by_front_end && !spec.persistent) b.sync.rd.reset();
         if (!spec.idmap.deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
         if (::unshare(CLONE_NEWCGROUP) != 0) throw_errno("cannot create the cgroup namespace");
         trace("init: maps written, root of the namespace");
@@ -345,7 +346,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             // "L": lo is up. EOF: the front end could not bring it up (it reports why) or died.
             char lo;
             if (::read(b.sync.rd.get(), &lo, 1) != 1 || lo != 'L') ::_exit(kExitHutchError);
-            b.sync.rd.reset();
+            if (!spec.persistent) b.sync.rd.reset();
         } else {
             bring_up_loopback();
         }
@@ -363,6 +364,10 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
             if (null > 2) ::close(null);
             b.report.wr.reset();  // EOF tells the front end the sandbox is ready
+            // "R": the front end has recorded the sandbox's state. EOF: it died first, and an
+            // init nothing knows of must not live on (a later start would mount the same layer).
+            char recorded = 0;
+            if (::read(b.sync.rd.get(), &recorded, 1) != 1 || recorded != 'R') ::_exit(kExitHutchError);
             // A long-lived init keeps no host file descriptor (layers, locks, pipes): `hutch exec`
             // must be able to join it, which needs it dumpable, and a dumpable process's fds
             // are reachable by whoever may ptrace it.
@@ -554,10 +559,13 @@ sigset_t forwarded_signals() {
 }
 
 // Blocks forwarded signals for the lifetime of the object (they are read from a signalfd).
+// The init inherits the mask: a signal forwarded, or the teardown signal sent, before it has
+// blocked everything itself waits for it instead of killing it by its default action.
 class BlockedSignals {
 public:
     BlockedSignals() {
         sigset_t set = forwarded_signals();
+        sigaddset(&set, init::teardown_signal());
         ::sigprocmask(SIG_BLOCK, &set, &old_);
         ::signal(SIGPIPE, SIG_IGN);
     }
@@ -800,7 +808,25 @@ std::pair<uid_t, gid_t> sandbox_root_owner(const IdMap& map) {
 }
 
 // Waits until a persistent sandbox's init closes its report pipe (ready) or reports a failure.
+// A setup that hangs (a lower layer on a dead NFS server, say) can still be interrupted: the
+// caller has blocked the forwarded signals, which are read here.
 void wait_ready(Started& st) {
+    sigset_t set = forwarded_signals();
+    UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    for (;;) {
+        struct pollfd fds[2] = {{st.report.get(), POLLIN, 0}, {sfd.get(), POLLIN, 0}};
+        if (::poll(fds, sfd ? 2 : 1, -1) < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("cannot wait for the sandbox's setup");
+        }
+        struct signalfd_siginfo si;
+        while ((fds[1].revents & POLLIN) && ::read(sfd.get(), &si, sizeof si) == sizeof si) {
+            int sig = static_cast<int>(si.ssi_signo);
+            if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT)
+                fail("interrupted while the sandbox was being set up", sigabbrev_np(sig), "nothing of it is left running");
+        }
+        if (fds[0].revents) break;
+    }
     char buf[4096];
     ssize_t n;
     while ((n = ::read(st.report.get(), buf, sizeof buf)) < 0 && errno == EINTR) {
@@ -921,6 +947,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     std::optional<Error> error;
     std::optional<cgroup::Cgroup> cg;
     pid_t init_pid = -1;  // the sandbox's init, once it has reported (only its exit is left)
+    Started st;
     std::optional<EgressSide> side;
     // The sandbox's directory reserves its name: before a cgroup of that name is made, which
     // would otherwise be taken for one a crashed run left (and another sandbox's killed).
@@ -954,7 +981,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         std::optional<UniqueFd> kept = pause::user_namespace(paths, spec.idmap);
         if (kept) birth.parent_userns = kept->get();
         // The rest of the directory is made while the init makes its namespaces.
-        Started st = give_birth(birth, [&] {
+        st = give_birth(birth, [&] {
             security.seccomp = load_seccomp(spec, security.caps, paths);
             trace("front end: seccomp program loaded");
             if (!scratch_made) reserve();
@@ -998,6 +1025,8 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     } catch (const Error& e) {
         error = side ? side->explain(e) : e;
     }
+    // Supervision failed with the sandbox still running: it ends before its directory goes.
+    if (st.pidfd && init_pid < 0) kill_and_reap(st.pidfd.get());
     side.reset();  // pasta is gone before the scratch directory is
     if (cg) {
         trace("front end: cgroup finishing");
@@ -1033,13 +1062,17 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
         side.start(st, true);
         try {
             wait_ready(st);
+            state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid), cg ? cg->path() : ""});
+            if (::write(birth.sync.wr.get(), "R", 1) != 1) {
+                state::remove_live(paths, spec.name);
+                fail("the sandbox's init exited during setup", "pid " + std::to_string(st.pid));
+            }
         } catch (const Error& e) {
             // The init is on its way out after its report; gone before the sandbox is removed
             // (it shares the lock on the sandbox's directory until it has exited).
             kill_and_reap(st.pidfd.get());
             throw side.explain(e);
         }
-        state::save_live(paths, spec.name, {st.pid, state::process_start_time(st.pid), cg ? cg->path() : ""});
     } catch (...) {
         if (cg) {
             cg->kill();
@@ -1140,6 +1173,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     ctx.report_fd = report.wr.get();
     ctx.tty_slave = tty.slave.get();
     ctx.cgroupns_of = init_fd.get();
+    ctx.dies_with_parent = true;
     int child_pidfd = -1;
     if (born_in_cgroup) {
         // A move into a cgroup is not bounded by its pids.max (the kernel lets organisational

@@ -68,11 +68,18 @@ void setup_stdio(const ProcessContext& ctx) {
         if (::ioctl(ctx.tty_slave, TIOCSCTTY, 0) != 0) throw_errno("cannot set controlling terminal");
         for (int fd = 0; fd < 3; ++fd)
             if (::dup2(ctx.tty_slave, fd) < 0) throw_errno("cannot attach terminal");
+        // Opened close-on-exec: on 0-2 already (a caller started with them closed), dup2 left
+        // the flag on it.
         if (ctx.tty_slave > 2) ::close(ctx.tty_slave);
+        else if (::fcntl(ctx.tty_slave, F_SETFD, 0) != 0) throw_errno("cannot attach terminal");
     } else if (!ctx.process->stdin_open) {
-        int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (null < 0 || ::dup2(null, 0) < 0) throw_errno("cannot open", "/dev/null");
-        ::close(null);
+        // Lands on 0 itself when the caller's stdin was closed; then it stays.
+        int null = ::open("/dev/null", O_RDONLY);
+        if (null < 0) throw_errno("cannot open", "/dev/null");
+        if (null != 0) {
+            if (::dup2(null, 0) < 0) throw_errno("cannot open", "/dev/null");
+            ::close(null);
+        }
     }
 }
 
@@ -232,6 +239,10 @@ void exec_process(const ProcessContext& ctx) {
         // Nothing of hutch's (store dirs, locks, sockets) may leak into the command.
         if (::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) throw_errno("cannot close inherited fds");
         if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw_errno("cannot set no_new_privs");
+        // Armed after the last change of credentials (which clears it). Its parent lives outside
+        // the pid namespace, where getppid() says 0; anything else means it is gone already.
+        if (ctx.dies_with_parent && (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || ::getppid() != 0))
+            ::_exit(kExitHutchError);
         trace("command: no_new_privs");
         if (ctx.seccomp) seccomp::install(*ctx.seccomp);
         trace("command: seccomp loaded, execve");

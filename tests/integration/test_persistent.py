@@ -1,12 +1,14 @@
 """Persistent sandboxes: create, exec, ps, inspect, stop, start, rm."""
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from hutchlib import (CAP_NET_RAW, DEFAULT_CAPS, alive, assert_hutch_error, caps_of, descendants, describe,
-                      guarded, ok, parse_status, proc_stat, wait_until)
+                      guarded, host_processes, ok, parse_status, proc_stat, wait_until)
 
 
 def create(h, name, *opts):
@@ -275,3 +277,49 @@ def test_a_symlink_left_in_the_layer_cannot_turn_a_bind_onto_proc(h):
     cp = h("start", "sl")
     assert cp.returncode != 0 and "leads to /proc" in cp.stderr, describe(cp)
     assert ps_status(h)["sl"] == "stopped"
+
+
+def test_the_command_of_a_killed_exec_ends_with_it(h):
+    # An agent's harness that kills `hutch exec` on its own timeout must not leave the command
+    # running in the sandbox (what it started in the background stays, as with docker exec).
+    create(h, "orphans")
+    p = h.popen("exec", "orphans", "--", "sh", "-c", "sleep 1000 & exec sleep 999",
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = {}
+    try:
+        def sleeps():
+            found = {pid: proc_stat(pid) for pid in descendants(p.pid)}
+            return {pid: st for pid, st in found.items() if st and st[0] == "sleep"}
+        assert wait_until(lambda: len(sleeps()) == 2, 20), "the command did not start"
+        procs = {pid: st for pid, st in sleeps().items() if st[2] == p.pid}  # the command itself
+        assert len(procs) == 1, sleeps()
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+        assert wait_until(lambda: not any(alive(pid, st[3]) for pid, st in procs.items()), 5), \
+            f"the command outlived hutch exec: {procs}"
+        cp = ok(h("exec", "orphans", "--", "ps", "-o", "args"))
+        assert "sleep 1000" in cp.stdout and "sleep 999" not in cp.stdout, cp.stdout
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for pid, st in procs.items():
+            if alive(pid, st[3]):
+                os.kill(pid, signal.SIGKILL)
+        h("rm", "-f", "orphans")
+
+
+def test_an_init_whose_state_cannot_be_recorded_does_not_live_on(h):
+    # The front end fails (or dies) after the init is ready but before it has recorded the
+    # sandbox: nothing would know of that init, and a later start would mount the same layer.
+    # A directory where the state file goes makes its rename fail, for root too.
+    (h.root / "run" / "sandboxes").mkdir(parents=True, exist_ok=True)
+    (h.root / "run" / "sandboxes" / "unrecorded.json").mkdir()
+    before = host_processes()
+    cp = h("create", "--name", "unrecorded")
+    assert cp.returncode == 125, describe(cp)
+
+    def inits():
+        return {pid: p for pid, p in host_processes().items()
+                if p[0] == "hutch-init" and p[1] != "Z" and (pid not in before or before[pid][3] != p[3])}
+    assert wait_until(lambda: not inits(), 5), f"an init outlived the failed create: {inits()}"
+    assert not (h.root / "sandboxes" / "unrecorded").exists()

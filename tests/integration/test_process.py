@@ -59,6 +59,15 @@ def test_stdin_only_with_i(h):
     assert cp.stdout == ""
 
 
+def test_a_closed_stdin_becomes_dev_null_not_a_free_slot(h):
+    # hutch started with fd 0 closed: the /dev/null it opens for the command lands on 0 itself,
+    # and must stay there (a closed 0 would be taken by the command's first open).
+    argv = h.argv("run", "--", "readlink", "/proc/self/fd/0")
+    cp = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=h.environ(None),
+                        preexec_fn=lambda: os.close(0))
+    assert ok(cp).stdout == "/dev/null\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # Environment, working directory, user, limits.
 
