@@ -224,22 +224,30 @@ void sweep(const Paths& paths, const IdMap& map) {
     if (!guard) return;
     DIR* d = ::opendir(paths.sandboxes_storage().c_str());
     if (!d) return;
-    std::vector<std::string> stale;
+    // Each stale directory stays locked until it is gone: a sandbox of that name made meanwhile
+    // would otherwise be taken for it.
+    std::vector<std::pair<std::string, FileLock>> stale;
     while (struct dirent* e = ::readdir(d)) {
         std::string name = e->d_name;
         if (name[0] == '.' || e->d_type != DT_DIR) continue;
         std::string dir = dir_of(paths, name);
-        if (fs::exists(dir + "/config.json")) continue;  // persistent: removed only by 'hutch rm'
-        FileLock l = FileLock::try_acquire_directory(dir);
-        if (l) stale.push_back(dir);
+        try {
+            FileLock l = FileLock::try_acquire_directory(dir);
+            // A config makes it persistent, removed only by 'hutch rm'. Looked for under the
+            // lock: `create` writes it while it holds the lock.
+            if (l && !fs::exists(dir + "/config.json")) stale.emplace_back(dir, std::move(l));
+        } catch (const Error&) {
+            // Gone since readdir: its own run or 'hutch rm' removed it. Sweeping is best effort,
+            // and must never fail the run that does it.
+        }
     }
     ::closedir(d);
-    for (const auto& dir : stale) {
+    for (const auto& [dir, lock] : stale) {
         try {
             cgroup::remove_stale(cgroup::name_for(paths, dir.substr(dir.rfind('/') + 1)));
             remove_scratch(dir, map);
         } catch (const Error&) {
-            // A sweep is best effort; the next one tries again.
+            // Left for a later sweep (files the user cannot remove, say): not this run's problem.
         }
     }
 }

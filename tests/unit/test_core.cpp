@@ -13,6 +13,7 @@
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/core/lock.hpp"
+#include "hutch/core/paths.hpp"
 #include "hutch/sandbox/state.hpp"
 #include "hutch/sandbox/user.hpp"
 #include "helpers.hpp"
@@ -219,4 +220,29 @@ TEST_CASE("the front end takes a volatile mount's marker only once it is complet
     CHECK_FALSE(state::take_volatile_marker(work));
     CHECK(::stat((decoy + "/volatile/dirty").c_str(), &st) == 0);
     fs::remove_tree(work);
+}
+
+// Runs of several agents at once: each run's sweep meets directories that other runs are making
+// and removing.
+TEST_CASE("a sweep removes crashed runs' directories, keeps persistent ones, and never fails its run") {
+    char tmpl[] = "/tmp/hutch-sweep-test-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    Paths paths = Paths::resolve(tmpl);
+    paths.ensure();
+    const std::string sandboxes = paths.sandboxes_storage();
+    REQUIRE(fs::make_dirs(sandboxes + "/crashed/upper"));
+    REQUIRE(fs::make_dirs(sandboxes + "/persistent"));
+    fs::write_file_atomic(sandboxes + "/persistent/config.json", "{}");
+    REQUIRE(fs::make_dirs(sandboxes + "/running"));
+    FileLock running = FileLock::acquire_directory(sandboxes + "/running");
+    // One it cannot open (as a user: mode 0), as it cannot one that vanished after readdir.
+    REQUIRE(fs::make_dirs(sandboxes + "/unopenable"));
+    REQUIRE(::chmod((sandboxes + "/unopenable").c_str(), 0) == 0);
+
+    CHECK_NOTHROW(state::sweep(paths, IdMap{}));
+    CHECK_FALSE(fs::exists(sandboxes + "/crashed"));
+    CHECK(fs::exists(sandboxes + "/persistent/config.json"));
+    CHECK(fs::exists(sandboxes + "/running"));
+    running.release();
+    fs::remove_tree(tmpl);
 }
