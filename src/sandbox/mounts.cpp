@@ -84,11 +84,12 @@ void ensure_mountpoint(const std::string& path, bool directory) {
             if (!last || directory) {
                 if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create mount point", cur);
             } else {
-                int fd = ::open(cur.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-                if (fd < 0 && errno != EEXIST && errno != EISDIR && errno != ELOOP && errno != EACCES &&
+                // mknod, not open: whatever is there already is left unopened (a FIFO from the
+                // image would block an open for writing for ever, and a big file would be
+                // copied up into the writable layer for nothing).
+                if (::mknodat(AT_FDCWD, cur.c_str(), S_IFREG | 0644, 0) != 0 && errno != EEXIST && errno != EACCES &&
                     errno != EROFS)
                     throw_errno("cannot create mount point", cur);
-                if (fd >= 0) ::close(fd);
             }
         }
         pos = next + 1;
@@ -288,7 +289,9 @@ static void enter_bind_root(const HostSide& host) {
     const std::string& base = host.lower.front();
     if (::mount(base.c_str(), host.target.c_str(), nullptr, MS_BIND, nullptr) != 0)
         throw_errno("cannot bind the root filesystem", base);
-    set_attr(AT_FDCWD, host.target.c_str(), 0, MOUNT_ATTR_RDONLY, host.target);
+    // A bind keeps the flags of the host's mount: device nodes in the tree would work (an
+    // overlay mounted in the user namespace is nodev by itself).
+    set_attr(AT_FDCWD, host.target.c_str(), 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, host.target);
     pivot_into(host.target);
 }
 

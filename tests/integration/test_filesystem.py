@@ -2,13 +2,15 @@
 import os
 import re
 import shlex
+import stat
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from hutchlib import ROOTFS_SRC, guarded, kill_quietly, ok
+from conftest import _copy_tree
+from hutchlib import ROOTFS_SRC, describe, guarded, kill_quietly, ok
 
 
 def test_writes_never_reach_the_base(h):
@@ -270,3 +272,37 @@ def test_roots_rootfs_tree_owned_by_the_hosts_root_is_writable_inside(hroot):
     assert cp.stdout.splitlines() == ["OWNER 0:0", "extra"], cp.stdout
     assert passwd.read_bytes() == before
     assert not (Path(h.world.rootfs) / "etc" / "new-dir").exists()
+
+
+def rootfs_copy(h, name) -> Path:
+    """A copy of the busybox base the test may change."""
+    dst = h.work / name
+    _copy_tree(h.world.rootfs, dst)
+    return dst
+
+
+def test_device_nodes_in_a_rootfs_do_not_work(h):
+    # A tree from somewhere (an untrusted tarball unpacked by root) may hold device nodes; the
+    # sandbox's devices are the few in its own /dev. Both a writable layer over the tree and a
+    # read-only bind of it are nodev.
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root")
+    root = rootfs_copy(h, "with-device")
+    os.mknod(root / "zero", stat.S_IFCHR | 0o666, os.makedev(1, 5))
+    os.chmod(root / "zero", 0o666)
+    for opts in ([], ["--read-only"]):
+        cp = h("run", *opts, "--rootfs", str(root), "--", "sh", "-c",
+               "head -c 1 /zero >/dev/null && echo opened; head -c 1 /dev/zero | wc -c")
+        assert cp.stdout.split() == ["1"], (opts, describe(cp))
+
+
+def test_a_fifo_at_a_bind_destination_does_not_hang_the_sandbox(h):
+    # An image may put a FIFO where the user binds a file: making the mount point must not open it.
+    if os.geteuid() != 0:
+        pytest.skip("the test's base copy is made by root")
+    root = rootfs_copy(h, "with-fifo")
+    os.mkfifo(root / "etc" / "app.conf")
+    src = h.host_dir("conf", {"app.conf": "from the host\n"})
+    cp = h("run", "--rootfs", str(root), "-v", f"{src}/app.conf:/etc/app.conf:ro", "--", "cat", "/etc/app.conf",
+           timeout=30)
+    assert ok(cp).stdout == "from the host\n"
