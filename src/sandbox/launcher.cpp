@@ -375,6 +375,7 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             // init's fds without the init's capabilities, which it never holds.)
             if (b.egress) b.egress->close_other_fds();
             else ::syscall(SYS_close_range, 3U, ~0U, 0U);
+            seccomp::confine_init();  // before it becomes dumpable
             ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
             ::_exit(init::run(-1, nullptr, b.egress ? b.egress->service() : nullptr));
         }
@@ -1086,6 +1087,12 @@ void create_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::E
     check_bind_sources(spec);
     check_layers(spec);
     Security security = resolve_security(spec, paths);  // a bad profile is refused before anything exists
+    // A persistent init stays dumpable and holds the egress ruleset's netlink sockets: a command
+    // that may trace it could rewrite the rules through it (seccomp::confine_init).
+    if (egress_rules && egress_rules->mode == "egress" &&
+        std::find(security.caps.begin(), security.caps.end(), CAP_SYS_PTRACE) != security.caps.end())
+        fail("--cap-add SYS_PTRACE does not go with --network egress in a persistent sandbox", spec.name,
+             "the command could trace the init that enforces the policy; drop one, or use 'hutch run'");
     auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
     {
         state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);

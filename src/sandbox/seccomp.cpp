@@ -882,4 +882,18 @@ void install(const Program& program) {
     }
 }
 
+void confine_init() {
+    Ctx ctx(seccomp_init(SCMP_ACT_ALLOW));
+    if (!ctx) fail("libseccomp", "cannot create a filter");
+    // Other architectures' system calls (int 0x80) kill instead: libseccomp's default.
+    for (const char* name : {"mount", "umount2", "mount_setattr", "move_mount", "open_tree", "fsopen", "fsconfig",
+                             "fsmount", "fspick", "pivot_root", "chroot", "unshare", "setns", "ptrace",
+                             "process_vm_writev", "process_vm_readv"}) {
+        int nr = seccomp_syscall_resolve_name(name);
+        if (nr != __NR_SCMP_ERROR)
+            check_rc(seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), nr, 0), "cannot add a rule to the init's filter");
+    }
+    check_rc(seccomp_load(ctx.get()), "cannot load the init's filter");
+}
+
 }  // namespace hutch::seccomp

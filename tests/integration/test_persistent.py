@@ -1,6 +1,8 @@
 """Persistent sandboxes: create, exec, ps, inspect, stop, start, rm."""
 import json
 import os
+import platform
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -323,3 +325,36 @@ def test_an_init_whose_state_cannot_be_recorded_does_not_live_on(h):
                 if p[0] == "hutch-init" and p[1] != "Z" and (pid not in before or before[pid][3] != p[3])}
     assert wait_until(lambda: not inits(), 5), f"an init outlived the failed create: {inits()}"
     assert not (h.root / "sandboxes" / "unrecorded").exists()
+
+
+def test_a_command_that_may_trace_the_init_cannot_make_it_change_mounts(h):
+    # A persistent init keeps its capabilities and stays dumpable (a user's `hutch exec` joins it
+    # through a pidfd, which the kernel checks as it checks ptrace): a command given
+    # CAP_SYS_PTRACE can attach to it and make it run system calls. Here: umount2 of the mask
+    # over /proc/keys, which would leave the key list readable.
+    if platform.machine() != "x86_64":
+        pytest.skip(f"the injecting program is written for x86_64, not {platform.machine()}")
+    cc = shutil.which("cc")
+    if not cc:
+        pytest.skip("no C compiler for the injecting program (install build-essential)")
+    tools = h.work / "tools"
+    tools.mkdir()
+    src = Path(__file__).parent / "programs" / "make_init_umount.c"
+    subprocess.run([cc, "-static", "-O1", "-o", str(tools / "inject"), str(src)], check=True)
+    tools.chmod(0o755)
+    create(h, "traced", "--cap-add", "SYS_PTRACE", "-v", f"{tools}:/t:ro")
+    try:
+        cp = ok(guarded(h("exec", "traced", "--", "sh", "-c",
+                          h.guard + "/t/inject 1 /proc/keys; grep -c ' /proc/keys ' /proc/self/mountinfo")))
+        assert cp.stdout.splitlines() == ["umount2: Operation not permitted", "1"], cp.stdout
+        assert ok(h("exec", "traced", "--", "echo", "still there")).stdout == "still there\n"
+    finally:
+        h("rm", "-f", "traced")
+
+
+def test_a_persistent_sandbox_with_egress_refuses_cap_sys_ptrace(h):
+    # Its init holds the netlink sockets of the egress ruleset: a tracer could rewrite the rules.
+    for cap in ("SYS_PTRACE", "ALL"):
+        cp = h("create", "--name", "tracer", "--network", "egress", "--policy", "agent", "--cap-add", cap)
+        assert_hutch_error(cp, "SYS_PTRACE does not go with --network egress")
+        assert not (h.root / "sandboxes" / "tracer").exists()

@@ -33,4 +33,10 @@ std::optional<std::string> unseal(const std::string& data, bool allow_empty = fa
 // Installs the program on the calling thread (seccomp(SECCOMP_SET_MODE_FILTER)). no_new_privs must be set.
 void install(const Program& program);
 
+// The filter of a persistent sandbox's init once it is set up: it keeps every capability in the
+// sandbox's user namespace and must stay dumpable (`hutch exec` of a user joins it through a
+// pidfd, which the kernel checks like a ptrace), so a command given CAP_SYS_PTRACE can make it
+// run system calls. None of them may change the sandbox's mounts or namespaces, or trace.
+void confine_init();
+
 }  // namespace hutch::seccomp
