@@ -1,6 +1,7 @@
 // hutch's command line: parses flags into plain structs and hands them to the commands.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -112,6 +113,10 @@ int main(int argc, char** argv) {
     // The rootless user namespace keeper re-executes hutch under this name (sandbox/pause.hpp).
     if (argc == 3 && std::strcmp(argv[0], "hutch-pause") == 0) hutch::pause::keeper_main(argv[1], std::atoi(argv[2]));
     hutch::trace("front end: main");
+    // Started with 0-2 closed (by a daemon, or `>&-`), hutch's own pipes and locks would get
+    // those numbers, and every dup2 onto stdio in the sandbox would clobber them.
+    for (int fd = 0; fd < 3; ++fd)
+        if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF && ::open("/dev/null", O_RDWR) != fd) return hutch::kExitHutchError;
     const int word_at = subcommand_index(argc, argv);
     const std::string word = word_at ? argv[word_at] : "";
     if (word == "pull" || word == "load" || word == "save" || word == "login" || word == "logout")

@@ -1,7 +1,10 @@
 #include "hutch/core/fdpass.hpp"
 
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace hutch {
@@ -45,6 +48,17 @@ UniqueFd recv_fd(int sock, int flags) {
     int fd;
     std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
     return UniqueFd(fd);
+}
+
+void close_fds_except(std::vector<int> keep) {
+    std::sort(keep.begin(), keep.end());
+    unsigned next = 3;
+    for (int fd : keep) {
+        if (fd < 3 || static_cast<unsigned>(fd) < next) continue;
+        if (static_cast<unsigned>(fd) > next) ::syscall(SYS_close_range, next, static_cast<unsigned>(fd) - 1, 0U);
+        next = static_cast<unsigned>(fd) + 1;
+    }
+    ::syscall(SYS_close_range, next, ~0U, 0U);
 }
 
 }  // namespace hutch

@@ -571,18 +571,14 @@ void Egress::sandbox_start() {
     trace("init: routes");
 }
 
-void Egress::close_other_fds() {
-    std::vector<int> keep = forwarder_ ? forwarder_->fds() : std::vector<int>{};
+void Egress::close_other_fds(std::vector<int> keep) {
+    if (forwarder_) {
+        std::vector<int> fds = forwarder_->fds();
+        keep.insert(keep.end(), fds.begin(), fds.end());
+    }
     keep.push_back(report_.get());
     keep.insert(keep.end(), nft_fds_.begin(), nft_fds_.end());
-    std::sort(keep.begin(), keep.end());
-    unsigned next = 3;
-    for (int fd : keep) {
-        if (fd < 3) continue;
-        if (static_cast<unsigned>(fd) > next) ::syscall(SYS_close_range, next, static_cast<unsigned>(fd) - 1, 0U);
-        next = static_cast<unsigned>(fd) + 1;
-    }
-    ::syscall(SYS_close_range, next, ~0U, 0U);
+    close_fds_except(std::move(keep));
 }
 
 init::Service* Egress::service() { return forwarder_; }

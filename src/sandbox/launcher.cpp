@@ -363,20 +363,25 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
             for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
             if (null > 2) ::close(null);
+            // A long-lived init keeps no host file descriptor (layers, locks): `hutch exec` must
+            // be able to join it, which needs it dumpable, and a dumpable process's fds are
+            // reachable by whoever may ptrace it. Only its two pipes to the front end stay, until
+            // its state is recorded.
+            // (The egress forwarder's sockets and report stay: the command cannot reach an
+            // init's fds without the init's capabilities, which it never holds.)
+            const std::vector<int> pipes{b.report.wr.get(), b.sync.rd.get()};
+            if (b.egress) b.egress->close_other_fds(pipes);
+            else close_fds_except(pipes);
+            // Before it says it is ready: a failure here is reported, and an exec may join it as
+            // soon as `create` has returned.
+            seccomp::confine_init();
+            ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
             b.report.wr.reset();  // EOF tells the front end the sandbox is ready
             // "R": the front end has recorded the sandbox's state. EOF: it died first, and an
             // init nothing knows of must not live on (a later start would mount the same layer).
             char recorded = 0;
             if (::read(b.sync.rd.get(), &recorded, 1) != 1 || recorded != 'R') ::_exit(kExitHutchError);
-            // A long-lived init keeps no host file descriptor (layers, locks, pipes): `hutch exec`
-            // must be able to join it, which needs it dumpable, and a dumpable process's fds
-            // are reachable by whoever may ptrace it.
-            // (The egress forwarder's sockets and report stay: the command cannot reach an
-            // init's fds without the init's capabilities, which it never holds.)
-            if (b.egress) b.egress->close_other_fds();
-            else ::syscall(SYS_close_range, 3U, ~0U, 0U);
-            seccomp::confine_init();  // before it becomes dumpable
-            ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+            b.sync.rd.reset();
             ::_exit(init::run(-1, nullptr, b.egress ? b.egress->service() : nullptr));
         }
 
@@ -823,7 +828,9 @@ void wait_ready(Started& st) {
         struct signalfd_siginfo si;
         while ((fds[1].revents & POLLIN) && ::read(sfd.get(), &si, sizeof si) == sizeof si) {
             int sig = static_cast<int>(si.ssi_signo);
-            if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT)
+            struct sigaction was {};
+            ::sigaction(sig, nullptr, &was);  // blocked signals arrive even when ignored (nohup)
+            if ((sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) && was.sa_handler != SIG_IGN)
                 fail("interrupted while the sandbox was being set up", sigabbrev_np(sig), "nothing of it is left running");
         }
         if (fds[0].revents) break;
@@ -1042,6 +1049,15 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     return result;
 }
 
+// A persistent init stays dumpable and holds the egress ruleset's netlink sockets: a command
+// that may trace it could rewrite the rules through it (seccomp::confine_init).
+static void refuse_traceable_egress(const SandboxSpec& spec, const Security& security, const policy::Egress* rules) {
+    if (rules && rules->mode == "egress" &&
+        std::find(security.caps.begin(), security.caps.end(), CAP_SYS_PTRACE) != security.caps.end())
+        fail("--cap-add SYS_PTRACE does not go with --network egress in a persistent sandbox", spec.name,
+             "the command could trace the init that enforces the policy; drop one, or use 'hutch run'");
+}
+
 void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
     check_layers(spec);
     check_bind_sources(spec);
@@ -1051,6 +1067,7 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
     std::optional<cgroup::Cgroup> cg = make_cgroup(spec, paths);
     try {
         policy::Egress rules = net::load_rules(paths, spec.name);
+        refuse_traceable_egress(spec, security, &rules);  // made by an older hutch
         EgressSide side(&rules, spec, security, scratch.dir, net::report_path(paths, spec.name));
         BlockedSignals blocked;
         Birth birth;
@@ -1087,12 +1104,7 @@ void create_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::E
     check_bind_sources(spec);
     check_layers(spec);
     Security security = resolve_security(spec, paths);  // a bad profile is refused before anything exists
-    // A persistent init stays dumpable and holds the egress ruleset's netlink sockets: a command
-    // that may trace it could rewrite the rules through it (seccomp::confine_init).
-    if (egress_rules && egress_rules->mode == "egress" &&
-        std::find(security.caps.begin(), security.caps.end(), CAP_SYS_PTRACE) != security.caps.end())
-        fail("--cap-add SYS_PTRACE does not go with --network egress in a persistent sandbox", spec.name,
-             "the command could trace the init that enforces the policy; drop one, or use 'hutch run'");
+    refuse_traceable_egress(spec, security, egress_rules);
     auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
     {
         state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
@@ -1180,7 +1192,9 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     ctx.report_fd = report.wr.get();
     ctx.tty_slave = tty.slave.get();
     ctx.cgroupns_of = init_fd.get();
-    ctx.dies_with_parent = true;
+    UniqueFd self(pidfd_open(::getpid(), 0));
+    if (!self) throw_errno("cannot open a pidfd of hutch itself");
+    ctx.parent_pidfd = self.get();
     int child_pidfd = -1;
     if (born_in_cgroup) {
         // A move into a cgroup is not bounded by its pids.max (the kernel lets organisational

@@ -87,8 +87,12 @@ void ensure_mountpoint(const std::string& path, bool directory) {
                 // mknod, not open: whatever is there already is left unopened (a FIFO from the
                 // image would block an open for writing for ever, and a big file would be
                 // copied up into the writable layer for nothing).
-                if (::mknodat(AT_FDCWD, cur.c_str(), S_IFREG | 0644, 0) != 0 && errno != EEXIST && errno != EACCES &&
-                    errno != EROFS)
+                int rc = ::mknodat(AT_FDCWD, cur.c_str(), S_IFREG | 0644, 0);
+                if (rc != 0 && errno == EPERM) {  // vfat, exfat, some FUSE: no mknod; O_EXCL opens nothing there
+                    rc = ::open(cur.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+                    if (rc >= 0) rc = ::close(rc);
+                }
+                if (rc != 0 && errno != EEXIST && errno != EACCES && errno != EROFS)
                     throw_errno("cannot create mount point", cur);
             }
         }

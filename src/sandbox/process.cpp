@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <linux/close_range.h>
 #include <sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -239,10 +240,12 @@ void exec_process(const ProcessContext& ctx) {
         // Nothing of hutch's (store dirs, locks, sockets) may leak into the command.
         if (::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) throw_errno("cannot close inherited fds");
         if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw_errno("cannot set no_new_privs");
-        // Armed after the last change of credentials (which clears it). Its parent lives outside
-        // the pid namespace, where getppid() says 0; anything else means it is gone already.
-        if (ctx.dies_with_parent && (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || ::getppid() != 0))
-            ::_exit(kExitHutchError);
+        // Armed after the last change of credentials (which clears it); a parent gone before
+        // that shows on its pidfd (getppid() cannot tell: it lives outside the pid namespace).
+        if (ctx.parent_pidfd >= 0) {
+            struct pollfd gone {ctx.parent_pidfd, POLLIN, 0};
+            if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || ::poll(&gone, 1, 0) != 0) ::_exit(kExitHutchError);
+        }
         trace("command: no_new_privs");
         if (ctx.seccomp) seccomp::install(*ctx.seccomp);
         trace("command: seccomp loaded, execve");

@@ -885,14 +885,13 @@ void install(const Program& program) {
 void confine_init() {
     Ctx ctx(seccomp_init(SCMP_ACT_ALLOW));
     if (!ctx) fail("libseccomp", "cannot create a filter");
+    // The kernel's numbers, not names: a libseccomp older than a call would leave it out by name.
     // Other architectures' system calls (int 0x80) kill instead: libseccomp's default.
-    for (const char* name : {"mount", "umount2", "mount_setattr", "move_mount", "open_tree", "fsopen", "fsconfig",
-                             "fsmount", "fspick", "pivot_root", "chroot", "unshare", "setns", "ptrace",
-                             "process_vm_writev", "process_vm_readv"}) {
-        int nr = seccomp_syscall_resolve_name(name);
-        if (nr != __NR_SCMP_ERROR)
-            check_rc(seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), nr, 0), "cannot add a rule to the init's filter");
-    }
+    for (long nr : {SYS_mount, SYS_umount2, SYS_mount_setattr, SYS_move_mount, SYS_open_tree, SYS_fsopen, SYS_fsconfig,
+                    SYS_fsmount, SYS_fspick, SYS_pivot_root, SYS_chroot, SYS_unshare, SYS_setns, SYS_ptrace,
+                    SYS_process_vm_writev, SYS_process_vm_readv})
+        check_rc(seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), static_cast<int>(nr), 0),
+                 "cannot add a rule to the init's filter");
     check_rc(seccomp_load(ctx.get()), "cannot load the init's filter");
 }
 

@@ -86,8 +86,9 @@ public:
     // wait for pasta's routes.
     void sandbox_start();
     // A persistent init keeps no fd but its own: closes every fd above 2 except egress's
-    // (resolver and forwarder sockets, refusal log, report, libnftables' netlink socket).
-    void close_other_fds();
+    // (resolver and forwarder sockets, refusal log, report, libnftables' netlink socket) and
+    // those in `keep`.
+    void close_other_fds(std::vector<int> keep);
     init::Service* service();
 
 private:

@@ -29,9 +29,9 @@ struct ProcessContext {
     // creator ignores or catches, read by the creator (non_default_signals) from a /proc the
     // sandbox cannot touch. All of them when unknown.
     uint64_t reset_signals = ~uint64_t{0};
-    // `hutch exec`: the command dies with the process that started it (a caller that kills
-    // `hutch exec` on a timeout must not leave its command running in the sandbox).
-    bool dies_with_parent = false;
+    // `hutch exec`: a pidfd of the process that starts the command, with which it dies (a caller
+    // that kills `hutch exec` on a timeout must not leave its command running); -1: no such tie.
+    int parent_pidfd = -1;
 };
 
 // The signals this process ignores or catches (SigIgn and SigCgt of /proc/self/status); all
