@@ -244,7 +244,9 @@ void exec_process(const ProcessContext& ctx) {
         // that shows on its pidfd (getppid() cannot tell: it lives outside the pid namespace).
         if (ctx.parent_pidfd >= 0) {
             struct pollfd gone {ctx.parent_pidfd, POLLIN, 0};
-            if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || ::poll(&gone, 1, 0) != 0) ::_exit(kExitHutchError);
+            if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) throw_errno("cannot tie the command to hutch exec");
+            // (A poll that fails, under --ulimit nofile=0, says nothing either way.)
+            if (::poll(&gone, 1, 0) == 1) ::_exit(kExitHutchError);
         }
         trace("command: no_new_privs");
         if (ctx.seccomp) seccomp::install(*ctx.seccomp);

@@ -158,6 +158,12 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def descendant_stats(pid: int) -> dict[int, tuple]:
+    """pid -> proc_stat of every live or zombie process below `pid`."""
+    found = {p: proc_stat(p) for p in descendants(pid)}
+    return {p: st for p, st in found.items() if st}
+
+
 def ps_args() -> dict[int, str]:
     """pid -> args, as `ps -eo pid,args` on the host shows them."""
     cp = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hutchlib import (CAP_NET_RAW, DEFAULT_CAPS, alive, assert_hutch_error, caps_of, descendants, describe,
-                      guarded, host_processes, ok, parse_status, proc_stat, wait_until)
+                      descendant_stats, guarded, host_processes, ok, parse_status, proc_stat, wait_until)
 
 
 def create(h, name, *opts):
@@ -290,8 +290,7 @@ def test_the_command_of_a_killed_exec_ends_with_it(h):
     procs = {}
     try:
         def sleeps():
-            found = {pid: proc_stat(pid) for pid in descendants(p.pid)}
-            return {pid: st for pid, st in found.items() if st and st[0] == "sleep"}
+            return {pid: st for pid, st in descendant_stats(p.pid).items() if st[0] == "sleep"}
         assert wait_until(lambda: len(sleeps()) == 2, 20), "the command did not start"
         procs = {pid: st for pid, st in sleeps().items() if st[2] == p.pid}  # the command itself
         assert len(procs) == 1, sleeps()

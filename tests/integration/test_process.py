@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hutchlib import (alive, describe, descendants, kill_quietly, mount_count, ok, proc_stat, ps_args,
+from hutchlib import (alive, describe, descendant_stats, kill_quietly, mount_count, ok, ps_args,
                       run_in_pty, wait_until)
 
 
@@ -222,8 +222,7 @@ def test_sigkill_of_hutch_leaves_nothing(h):
     try:
         # hutch (after setpriv's exec, the same pid) -> the sandbox's init -> sleep 100.
         def sandbox():
-            procs = {pid: proc_stat(pid) for pid in descendants(p.pid)}
-            procs = {pid: st for pid, st in procs.items() if st}
+            procs = descendant_stats(p.pid)
             return procs if any(st[0] == "sleep" for st in procs.values()) else None
 
         assert wait_until(lambda: sandbox() is not None, 20), "the sandbox did not start"
