@@ -562,7 +562,7 @@ Check check_directory(const std::string& name, const std::string& path, bool is_
     }
     if (root && is_store) {
         try {
-            fs::require_searchable(path, what);
+            fs::require_searchable(path, what, false);  // the store itself is 0710, its group the sandboxes'
         } catch (const Error& e) {
             f.problem(Status::Fail, e.what_failed() + ": " + e.where(), e.hint());
         }

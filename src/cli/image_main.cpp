@@ -31,7 +31,7 @@ struct Globals {
 
 hutch::image::Store open_store(const Globals& g) {
     hutch::Paths paths = hutch::Paths::resolve(g.root);
-    paths.ensure();
+    paths.ensure(hutch::idmap::store_group());
     return hutch::image::Store(paths);
 }
 

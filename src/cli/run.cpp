@@ -390,7 +390,7 @@ int report(const RunResult& r, const SandboxSpec& spec) {
 
 Paths prepare_paths(const GlobalOptions& g, bool sweep) {
     Paths paths = Paths::resolve(g.root);
-    paths.ensure();
+    paths.ensure(idmap::store_group());
     if (sweep) state::sweep(paths, idmap::for_caller());
     return paths;
 }

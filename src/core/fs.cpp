@@ -108,11 +108,12 @@ bool exists(const std::string& path) {
     return ::lstat(path.c_str(), &st) == 0;
 }
 
-void require_searchable(const std::string& path, const std::string& what) {
+void require_searchable(const std::string& path, const std::string& what, bool itself) {
     std::string prefix;
     size_t pos = 0;
     while (pos != std::string::npos) {
         pos = path.find('/', pos + 1);
+        if (pos == std::string::npos && !itself) break;
         prefix = path.substr(0, pos);
         struct stat st;
         if (prefix.empty() || ::stat(prefix.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;

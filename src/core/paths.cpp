@@ -54,11 +54,13 @@ Paths Paths::resolve(const std::string& root_override) {
     return p;
 }
 
-// `mode` is 0700, or 0711 for root's storage: root's sandboxes run as an unprivileged range that
-// must search (never list) its way to its layers.
+// `mode` is 0700, or for root's storage 0710 (the top, with the sandboxes' group) and 0711 below:
+// root's sandboxes run as an unprivileged range that must search (never list) its way to its
+// layers.
 // `exact`: the path itself must be the directory (lstat: a symbolic link is refused).
-// Returns true if it was created now.
-static bool ensure_private_dir(const std::string& path, mode_t mode, bool exact = false) {
+// Returns true if it was created now. `group`: the group it must belong to (-1: any).
+static bool ensure_private_dir(const std::string& path, mode_t mode, bool exact = false,
+                               gid_t group = static_cast<gid_t>(-1)) {
     struct stat st;
     bool created = false;
     auto look = [&] { return exact ? ::lstat(path.c_str(), &st) : ::stat(path.c_str(), &st); };
@@ -72,23 +74,25 @@ static bool ensure_private_dir(const std::string& path, mode_t mode, bool exact 
              "another user may have made it first; remove it, or set XDG_RUNTIME_DIR or pass --root DIR");
     if (st.st_uid != ::geteuid())
         fail("directory is owned by another user", path, "pass --root DIR with a directory of your own");
+    if (group != static_cast<gid_t>(-1) && st.st_gid != group && ::chown(path.c_str(), static_cast<uid_t>(-1), group) != 0)
+        throw_errno("cannot chown", path);
     if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0) throw_errno("cannot chmod", path);
     return created;
 }
 
-void Paths::ensure() const {
-    const mode_t storage_mode = ::geteuid() == 0 ? 0711 : 0700;
+void Paths::ensure(gid_t store_group) const {
+    const bool root = ::geteuid() == 0;
     // Storage first: with --root, state lives inside it, and creating state first would make
     // the missing parents 0700, out of reach of root's sandboxes.
-    ensure_private_dir(storage, storage_mode);
+    ensure_private_dir(storage, root ? 0710 : 0700, false, root ? store_group : static_cast<gid_t>(-1));
     ensure_private_dir(state, 0700, state_in_shared_tmp);
     ensure_private_dir(sandboxes_state(), 0700);
     // Every run creates and deletes a writable layer and overlayfs' work files in it. On ext4
     // without a journal, a new inode is searched for past the free ones of its block group that
     // were deleted in the last minutes, so packed into one group, runs slowed each other down
     // (overlayfs' mount took 0.75 ms instead of 0.3 ms after some hundred runs): spread them.
-    if (ensure_private_dir(sandboxes_storage(), storage_mode)) fs::mark_top_of_hierarchies(sandboxes_storage());
-    if (::geteuid() == 0) fs::require_searchable(storage, "the store");
+    if (ensure_private_dir(sandboxes_storage(), root ? 0711 : 0700)) fs::mark_top_of_hierarchies(sandboxes_storage());
+    if (root) fs::require_searchable(storage, "the store", false);
 }
 
 std::string policy_dir() {

@@ -4,10 +4,11 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
 
 import pytest
 
-from hutchlib import assert_hutch_error
+from hutchlib import assert_hutch_error, ok
 
 
 def user_dir(h, name):
@@ -88,3 +89,18 @@ def test_the_sandboxes_directory_spreads_its_layers_over_the_filesystem(h):
         pytest.skip(f"the test directory's filesystem has no directory flags ({e.strerror})")
     assert h("run", "true").returncode == 0
     assert dir_flags(h.root / "sandboxes") & FS_TOPDIR_FL
+
+
+def test_roots_store_is_closed_to_other_users(hroot):
+    # Layers hold images' files as the images have them: a world-writable /tmp, setuid programs
+    # owned by the sandboxes' host ids. Only root and its sandboxes' group may reach them: another
+    # user must not plant a file in every sandbox of an image, or run its setuid programs.
+    h = hroot
+    ok(h("run", "--", "true"))
+    st = os.stat(h.root)
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o710, h.mode.sandbox_root_gid)
+    planted = next((h.root / "layers").iterdir()) / "tmp" / "planted"
+    cp = subprocess.run(["setpriv", "--reuid=hutch-t-solo", "--regid=hutch-t-solo", "--init-groups",
+                         "sh", "-c", f"echo x > {planted}"], capture_output=True, text=True, timeout=30)
+    assert cp.returncode != 0 and not planted.exists(), cp.stderr
+    assert "Permission denied" in cp.stderr

@@ -22,9 +22,10 @@ void mark_top_of_hierarchies(const std::string& path);
 std::string lexical_normal(const std::string& path);
 // `path` joined to the working directory when it is relative (symbolic links stay as given).
 std::string absolute(const std::string& path);
-// Throws unless every directory on the way to `path` (itself included) is searchable by others:
-// root's sandboxes run as an unprivileged uid range that looks their layers up by path.
-void require_searchable(const std::string& path, const std::string& what);
+// Throws unless every directory on the way to `path` (itself too, unless `itself` is false) is
+// searchable by others: root's sandboxes run as an unprivileged uid range that looks their
+// layers up by path.
+void require_searchable(const std::string& path, const std::string& what, bool itself = true);
 // Removes a tree without following symlinks (walks with dirfds, never by re-resolving paths).
 // Missing is fine.
 void remove_tree(const std::string& path);

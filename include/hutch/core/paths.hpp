@@ -20,8 +20,11 @@ struct Paths {
     std::string sandboxes_state() const { return state + "/sandboxes"; }
     std::string sandboxes_storage() const { return storage + "/sandboxes"; }
     std::string cache() const { return storage + "/cache"; }
-    // Creates state and storage with mode 0700 (another user must not read them).
-    void ensure() const;
+    // Creates state and storage with mode 0700 (another user must not read them). Root's storage
+    // is 0710 and belongs to `store_group`, the host gid of its sandboxes' root: they reach their
+    // layers through it, and no other user reaches anything in it (the layers hold images'
+    // files as the images have them: setuid programs, a world-writable /tmp).
+    void ensure(gid_t store_group = static_cast<gid_t>(-1)) const;
 };
 
 // The directory of shipped policies (the default seccomp profile lives under it).
