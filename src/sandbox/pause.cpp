@@ -62,7 +62,8 @@ std::optional<Record> load(const std::string& file) {
     if (*end != ' ' || pid <= 1) return std::nullopt;
     r.pid = static_cast<pid_t>(pid);
     r.start_time = std::strtoull(end + 1, &end, 10);
-    if (end != text.c_str() + nl) return std::nullopt;
+    // 0 is what process_start_time says of a process gone or a zombie: it names nothing.
+    if (end != text.c_str() + nl || r.start_time == 0) return std::nullopt;
     r.map = text.substr(nl + 1);
     return r;
 }
@@ -75,6 +76,13 @@ std::optional<UniqueFd> open_kept(const Record& r, const std::string& want) {
     if (!ns || state::process_start_time(r.pid) != r.start_time) return std::nullopt;
     uid_t owner = static_cast<uid_t>(-1);
     if (::ioctl(ns.get(), NS_GET_OWNER_UID, &owner) != 0 || owner != ::geteuid()) return std::nullopt;
+    // Made from our own user namespace: one made inside a sandbox (whose root is the caller's
+    // uid on the host, so the owner matches) is nested deeper, and must never hold the next one.
+    UniqueFd parent(::ioctl(ns.get(), NS_GET_PARENT));
+    struct stat theirs {}, ours {};
+    if (!parent || ::fstat(parent.get(), &theirs) != 0 || ::stat("/proc/self/ns/user", &ours) != 0 ||
+        theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev)
+        return std::nullopt;
     return ns;
 }
 
@@ -126,6 +134,7 @@ std::optional<UniqueFd> start_keeper(const Paths& paths, const IdMap& map, const
     try {
         idmap::write(keeper, map);
         Record r{keeper, state::process_start_time(keeper), want};
+        if (r.start_time == 0) fail("the user namespace keeper exited at its start", "pid " + std::to_string(keeper));
         fs::write_file_atomic(file, std::to_string(r.pid) + " " + std::to_string(r.start_time) + "\n" + r.map, 0600);
     } catch (...) {
         ::kill(keeper, SIGKILL);

@@ -4,6 +4,7 @@ instead of running newuidmap and newgidmap on every start."""
 import json
 import os
 import signal
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -117,3 +118,28 @@ def test_keeper_ends_on_sigterm(h):
     ignored = int(next(l for l in status.splitlines() if l.startswith("SigIgn:")).split()[1], 16)
     assert blocked == 0 and ignored == 0, status
     _kill_keeper(pid, start, signal.SIGTERM)
+
+
+def test_a_record_naming_a_nested_namespace_of_ours_is_not_trusted(h):
+    # A user namespace made inside one of the caller's (as a sandbox's root could make one) is
+    # owned by the caller too; only one made from the caller's own namespace may be the keeper.
+    _needs_keeper(h)
+    state = h.root / "run"
+    ok(h("run", "--", "true"))
+    pid, start = _record(h)
+    _kill_keeper(pid, start, signal.SIGKILL)
+    p = subprocess.Popen(h.mode.prefix() + ["unshare", "-U", "-r", "unshare", "-U", "sleep", "100"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # setpriv and both unshares exec in turn: sleep is that same process in the end.
+        assert wait_until(lambda: (proc_stat(p.pid) or ("",))[0] == "sleep", 10)
+        nested, st = p.pid, proc_stat(p.pid)
+        text = (state / "pause").read_text().splitlines(keepends=True)
+        (state / "pause").write_text(f"{nested} {st[3]}\n" + "".join(text[1:]))
+        ok(h.sh("cat /proc/self/uid_map"))
+        new_pid, _ = _record(h)
+        assert new_pid != nested
+        assert Path(f"/proc/{new_pid}/comm").read_text().strip() == "hutch-pause"
+    finally:
+        p.kill()
+        p.wait()
