@@ -701,6 +701,27 @@ Removal Store::remove_detailed(const std::string& name_or_id, bool force) {
 
 // ---- prune and disk usage ---------------------------------------------------------------------
 
+// The layers that sandboxes kept in this store stand on (their configs' lower_dirs): a sandbox
+// outlives the name of its image, as a docker container does, and must keep its base.
+std::set<std::string> sandbox_layers(const std::string& root) {
+    std::set<std::string> out;
+    const std::string sandboxes = root + "/sandboxes", prefix = layers_dir(root) + "/";
+    for (const auto& name : list_dir(sandboxes)) {
+        std::string text;
+        try {
+            text = fs::read_file(sandboxes + "/" + name + "/config.json");
+        } catch (const Error&) {
+            continue;  // a run's directory, which has no config
+        }
+        json config = json::parse(text, nullptr, false);
+        if (!config.is_object() || !config.contains("lower_dirs") || !config["lower_dirs"].is_array()) continue;
+        for (const auto& dir : config["lower_dirs"])
+            if (dir.is_string() && dir.get<std::string>().rfind(prefix, 0) == 0)
+                out.insert(dir.get<std::string>().substr(prefix.size()));
+    }
+    return out;
+}
+
 int64_t Store::prune() {
     {
         std::lock_guard<std::mutex> guard(writers_lock_mutex);
@@ -720,6 +741,7 @@ int64_t Store::prune() {
                      images.end());
         if (images.size() != before) save_index(root_, images);
         keep = in_use(images, false);
+        keep.layers.merge(sandbox_layers(root_));
         // Leftovers of an index rewrite killed midway (no rewrite runs while we hold the lock).
         for (const auto& name : list_dir(root_))
             if (name.rfind("images.json.tmp", 0) == 0) ::unlink((root_ + "/" + name).c_str());

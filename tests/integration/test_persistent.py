@@ -361,3 +361,21 @@ def test_a_persistent_sandbox_with_egress_refuses_cap_sys_ptrace(h):
         assert_hutch_error(cp, "SYS_PTRACE does not go with --network egress")
         assert not (h.root / "sandboxes" / "tracer").exists()
 
+
+
+def test_a_sandbox_keeps_its_base_when_its_image_is_removed_and_pruned(h):
+    # As a docker container does: the image's names may go, its layers stay while a sandbox
+    # stands on them.
+    create(h, "based")
+    try:
+        ids = {i["Id"] for i in json.loads(ok(h("images", "--format", "json")).stdout)}
+        assert len(ids) == 1, ids
+        ok(h("rmi", "-f", ids.pop()))
+        ok(h("image", "prune"))
+        assert ok(h("exec", "based", "--", "ls", "/bin/sh")).stdout == "/bin/sh\n"
+        ok(h("stop", "based"))
+        ok(h("start", "based"))
+    finally:
+        h("rm", "-f", "based")
+    ok(h("image", "prune"))
+    assert list((h.root / "layers").iterdir()) == []
