@@ -228,7 +228,7 @@ TEST_CASE("a sweep removes crashed runs' directories, keeps persistent ones, and
     char tmpl[] = "/tmp/hutch-sweep-test-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     Paths paths = Paths::resolve(tmpl);
-    paths.ensure();
+    paths.ensure(::getegid());
     const std::string sandboxes = paths.sandboxes_storage();
     REQUIRE(fs::make_dirs(sandboxes + "/crashed/upper"));
     REQUIRE(fs::make_dirs(sandboxes + "/persistent"));

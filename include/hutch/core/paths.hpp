@@ -24,7 +24,7 @@ struct Paths {
     // is 0710 and belongs to `store_group`, the host gid of its sandboxes' root: they reach their
     // layers through it, and no other user reaches anything in it (the layers hold images'
     // files as the images have them: setuid programs, a world-writable /tmp).
-    void ensure(gid_t store_group = static_cast<gid_t>(-1)) const;
+    void ensure(gid_t store_group) const;
 };
 
 // The directory of shipped policies (the default seccomp profile lives under it).
