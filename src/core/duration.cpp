@@ -40,7 +40,7 @@ unsigned long long parse_size(const std::string& text, const std::string& flag) 
     else if (!unit.empty()) fail("invalid size for " + flag, "'" + text + "'", "use a number with k, m or g, e.g. 64m");
     // Beyond 2^63 bytes a size is no limit any kernel takes, and the conversion below would be
     // undefined.
-    if (!(v * mult < 9223372036854775808.0)) fail("invalid size for " + flag, "'" + text + "'", "the size is too large");
+    if (!(v * mult < 9223372036854775808.0)) fail("invalid size for " + flag, "'" + text + "'", kSizeTooLarge);
     return static_cast<unsigned long long>(v * mult);
 }
 

@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <initializer_list>
 #include <toml++/toml.h>
 
@@ -113,14 +112,17 @@ int64_t size_value(const toml::node& n, const std::string& key, bool allow_unlim
         if (s == "-1") {
             bytes = -1;
         } else {
+            unsigned long long v = 0;
+            bool too_large = false;
             try {
-                unsigned long long v = parse_size(s, key);
-                if (v > static_cast<unsigned long long>(INT64_MAX / 2)) bad(n.source(), key + " = \"" + s + "\" is too large");
-                bytes = static_cast<int64_t>(v);
+                v = parse_size(s, key);
             } catch (const Error& e) {
-                if (std::strstr(e.what(), "too large")) bad(n.source(), key + " = \"" + s + "\" is too large");
-                bad(n.source(), key + " = \"" + s + "\" is not a size", "write a number with k, m, g or t, e.g. \"512m\"");
+                if (e.hint() != kSizeTooLarge)
+                    bad(n.source(), key + " = \"" + s + "\" is not a size", "write a number with k, m, g or t, e.g. \"512m\"");
+                too_large = true;
             }
+            if (too_large || v > static_cast<unsigned long long>(INT64_MAX / 2)) bad(n.source(), key + " = \"" + s + "\" is too large");
+            bytes = static_cast<int64_t>(v);
         }
     } else {
         wrong_type(n, key, expected);

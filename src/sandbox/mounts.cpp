@@ -21,9 +21,11 @@ namespace {
 
 constexpr const char* kDevices[] = {"null", "zero", "full", "random", "urandom", "tty"};
 
-void set_attr(int fd, const char* path, unsigned flags, uint64_t attr, const std::string& shown) {
+void set_attr(int fd, const char* path, unsigned flags, uint64_t attr, const std::string& shown,
+              uint64_t propagation = 0) {
     struct mount_attr a {};
     a.attr_set = attr;
+    a.propagation = propagation;
     if (::mount_setattr(fd, path, flags, &a, sizeof a) != 0) throw_errno("cannot set mount attributes", shown);
 }
 
@@ -196,11 +198,7 @@ std::vector<UniqueFd> open_bind_sources(const std::vector<BindMount>& binds) {
         // makes them) would stay a peer of the host's mounts: what the sandbox mounts beneath
         // the destination would appear on the host, and what the host mounts beneath the source
         // later would appear in the sandbox, writable under a :ro bind.
-        struct mount_attr a {};
-        a.attr_set = b.read_only ? MOUNT_ATTR_RDONLY : 0;
-        a.propagation = MS_PRIVATE;
-        if (::mount_setattr(fd.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) != 0)
-            throw_errno("cannot set mount attributes", b.source);
+        set_attr(fd.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, b.read_only ? MOUNT_ATTR_RDONLY : 0, b.source, MS_PRIVATE);
         out.push_back(std::move(fd));
     }
     return out;
