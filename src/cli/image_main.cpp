@@ -31,7 +31,7 @@ struct Globals {
 
 hutch::image::Store open_store(const Globals& g) {
     hutch::Paths paths = hutch::Paths::resolve(g.root);
-    paths.ensure(hutch::idmap::store_group());
+    paths.ensure(hutch::idmap::store_group(hutch::idmap::for_caller()));
     return hutch::image::Store(paths);
 }
 

@@ -390,8 +390,9 @@ int report(const RunResult& r, const SandboxSpec& spec) {
 
 Paths prepare_paths(const GlobalOptions& g, bool sweep) {
     Paths paths = Paths::resolve(g.root);
-    paths.ensure(idmap::store_group());
-    if (sweep) state::sweep(paths, idmap::for_caller());
+    const IdMap map = idmap::for_caller();
+    paths.ensure(idmap::store_group(map));
+    if (sweep) state::sweep(paths, map);
     return paths;
 }
 

@@ -114,7 +114,7 @@ IdMap for_caller() {
     return m;
 }
 
-gid_t store_group() { return ::geteuid() == 0 ? for_caller().host_gid(0).value_or(::getegid()) : ::getegid(); }
+gid_t store_group(const IdMap& map) { return ::geteuid() == 0 ? map.host_gid(0).value_or(::getegid()) : ::getegid(); }
 
 std::string render(const std::vector<IdRange>& ranges) {
     std::string s;
