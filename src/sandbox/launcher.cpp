@@ -3,21 +3,23 @@
 //   front end (host)                       sandbox init (pid 1 of the new namespaces)
 //   ----------------                       ------------------------------------------
 //   resolve caps, cgroup with the limits
-//   clone3(NEWUSER|NEWPID) -------------->  unshare(NEWNS|NEWNET|NEWIPC|NEWUTS)
-//   write uid/gid maps, load the seccomp    private mounts, detached proc/sys/dev/binds
+//   clone3(NEWUSER|NEWPID) -------------->  unshare(NEWNS|NEWIPC|NEWUTS) (egress: and NEWNET)
+//   write uid/gid maps, load the seccomp    private mounts, detached proc/dev/binds
 //     program, create the scratch dir,      waits on the sync pipe
 //     sweep what crashed runs left
 //   release (with the seccomp program) -->  become root of the namespace
-//   bring lo up (a helper in the sandbox's  overlay root, pivot_root, populate /proc /dev /sys
-//     user and network namespaces)          hostname
-//   "L": lo is up ---------------------->   (--network egress: lo up here), pty
+//   make the network namespace (a helper    overlay root, pivot_root, populate /proc /dev
+//     in the sandbox's user namespace)
+//   the network namespace -------------->   setns into it, then /sys and the rest; hostname
+//   bring its lo up; "L" ---------------->  (--network egress: its own namespace, lo up here), pty
 //                                           fork the command --> exec_process(): user, caps,
 //   relay tty, forward signals, timeout         no_new_privs, seccomp, execve
 //   wait for init                   <----   reap, kill what is left, empty the writable layer
 //   remove scratch dir
 //
-// The clone makes only the user and pid namespaces: the others (the network namespace alone
-// costs the kernel half a millisecond or more) are made by the init while the front end works.
+// The clone makes only the user and pid namespaces: the others are made by the init, and the
+// network namespace (which alone costs the kernel half a millisecond or more) by the front end,
+// each on its own CPU.
 // The front end never runs code the sandbox chose, and the sandbox never sees a host path.
 #include "hutch/sandbox/launcher.hpp"
 
@@ -84,7 +86,8 @@ void kill_and_reap(int pidfd) {
 
 // What clone3 makes: the init must be pid 1, and the owner of everything else it makes.
 constexpr uint64_t kCloneNamespaces = CLONE_NEWUSER | CLONE_NEWPID;
-// What the init makes at once, in parallel with the front end's work.
+// What the init makes at once, in parallel with the front end's work. The network namespace is
+// made by the front end instead (make_network_of), but with --network egress.
 constexpr int kInitNamespaces = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
 // What `hutch exec` joins before its fork. The cgroup namespace is made by the init itself once
 // clone3 has placed it in its cgroup (a namespace made by clone3 would be rooted at the front
@@ -197,6 +200,7 @@ struct Birth {
     Pipe unshared;   // init → front end: its network namespace exists ("1"); a run's overlay is up ("O")
     SocketPair tty;  // init → front end: the pty's master
     SocketPair lower_tree;  // front end → init: root's --rootfs, idmapped (mounts::idmapped_tree)
+    SocketPair netns;  // front end → init: its network namespace (not with --network egress)
     struct winsize winsize {};
     bool have_winsize = false;
     int cgroup_fd = -1;  // the sandbox's cgroup (CLONE_INTO_CGROUP), or -1 without limits
@@ -258,9 +262,13 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         b.report.rd.reset();
         b.tty.parent.reset();
         b.lower_tree.parent.reset();
+        b.netns.parent.reset();
         b.status.rd.reset();
         b.unshared.rd.reset();
-        if (::unshare(kInitNamespaces) != 0)
+        // Without --network egress the front end makes the network namespace, with lo up, while
+        // the init mounts its root: half a millisecond of the kernel's, off the init's path.
+        const bool network_by_front_end = !b.egress;
+        if (::unshare(network_by_front_end ? kInitNamespaces & ~CLONE_NEWNET : kInitNamespaces) != 0)
             throw_errno("cannot create the sandbox's namespaces", "unshare", "see 'hutch doctor'");
         trace("init: unshared");
         if (::write(b.unshared.wr.get(), "1", 1) != 1) ::_exit(kExitHutchError);
@@ -284,8 +292,6 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
         }
         trace("init: released");
         if (b.spread) ::sched_setaffinity(0, sizeof b.cpus, &b.cpus);
-        // Without --network egress the front end brings lo up while the init mounts its root.
-        const bool lo_by_front_end = !b.egress;
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("cannot become root in the sandbox");
         if (!spec.persistent) {
             // Set only now: a change of uid (root's sandboxes) clears the parent-death signal.
@@ -295,8 +301,9 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             struct pollfd p {b.sync.rd.get(), POLLIN, 0};
             if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) ::_exit(kExitHutchError);
         }
-        // A persistent init keeps it until its state is recorded (below).
-        if (!lo_by_front_end && !spec.persistent) b.sync.rd.reset();
+        // A persistent init keeps it until its state is recorded (below), and the init waits for
+        // the front end's "lo is up" on it.
+        if (!network_by_front_end && !spec.persistent) b.sync.rd.reset();
         if (!spec.idmap.deny_setgroups && ::setgroups(0, nullptr) != 0) throw_errno("cannot drop host groups");
         if (::unshare(CLONE_NEWCGROUP) != 0) throw_errno("cannot create the cgroup namespace");
         trace("init: maps written, root of the namespace");
@@ -339,10 +346,19 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             mounts::enter_overlay_root(b.host, overlay_up);
         }
         trace("init: in the overlay root");
-        mounts::populate(spec, detached, spec.idmap.maps_gid(5));
+        auto enter_network = [&b, network_by_front_end] {
+            if (!network_by_front_end) return;
+            // EOF instead of the namespace: the front end could not make it (it reports why) or died.
+            UniqueFd net = recv_fd(b.netns.child.get());
+            if (!net) ::_exit(kExitHutchError);
+            if (::setns(net.get(), CLONE_NEWNET) != 0) throw_errno("cannot join the sandbox's network namespace");
+            b.netns.child.reset();
+            trace("init: in its network namespace");
+        };
+        mounts::populate(spec, detached, spec.idmap.maps_gid(5), enter_network);
         trace("init: mounts populated");
         if (::sethostname(spec.hostname.c_str(), spec.hostname.size()) != 0) throw_errno("cannot set hostname", spec.hostname);
-        if (lo_by_front_end) {
+        if (network_by_front_end) {
             // "L": lo is up. EOF: the front end could not bring it up (it reports why) or died.
             char lo;
             if (::read(b.sync.rd.get(), &lo, 1) != 1 || lo != 'L') ::_exit(kExitHutchError);
@@ -519,21 +535,29 @@ pid_t clone_nested(Birth& b, int* pidfd) {
     return g.init;
 }
 
-// Bringing lo up is a tenth of a millisecond of the kernel's (its addresses, routes, IPv6), which
-// the init would spend just before the command can start. A short-lived helper of the front
-// end's does it instead while the init mounts its root: it joins the sandbox's user and network
-// namespaces at once through the init's pidfd, which gives it the capabilities it needs there
-// (run_helper).
-struct LoopbackHelper {
+// A network namespace costs the kernel half a millisecond or more to make (its devices, IPv4
+// and IPv6, netfilter), and bringing lo up a tenth more: more than anything else in a start.
+// A short-lived helper of the front end's does both while the init mounts its root on the other
+// CPU. It joins the sandbox's user namespace through the init's pidfd, which gives it the
+// capabilities it needs there (run_helper), so that the new namespace belongs to the sandbox,
+// as if the init had made it. It sends the namespace to the init on `sock` before it brings lo
+// up, so that the init makes its /sys meanwhile; the init waits for "L" before the command.
+struct NetworkHelper {
     int init_pidfd;
+    int sock;
+    int netns = -1;  // in the front end's file table (CLONE_FILES)
     std::optional<Error> error;
 };
 
-int loopback_helper_main(void* arg) {
-    auto* h = static_cast<LoopbackHelper*>(arg);
+int network_helper_main(void* arg) {
+    auto* h = static_cast<NetworkHelper*>(arg);
     try {
-        if (::setns(h->init_pidfd, CLONE_NEWUSER | CLONE_NEWNET) != 0)
-            throw_errno("cannot join the sandbox's network namespace");
+        if (::setns(h->init_pidfd, CLONE_NEWUSER) != 0) throw_errno("cannot join the sandbox's user namespace");
+        if (::unshare(CLONE_NEWNET) != 0)
+            throw_errno("cannot create the sandbox's network namespace", "unshare", "see 'hutch doctor'");
+        h->netns = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (h->netns < 0) throw_errno("cannot open the sandbox's network namespace", "/proc/thread-self/ns/net");
+        if (!send_fd(h->sock, h->netns)) throw_errno("cannot pass the network namespace to the sandbox");
         bring_up_loopback();
     } catch (const Error& e) {
         h->error = e;
@@ -542,9 +566,11 @@ int loopback_helper_main(void* arg) {
     ::_exit(0);
 }
 
-void bring_up_loopback_of(int init_pidfd) {
-    LoopbackHelper h{init_pidfd, std::nullopt};
-    run_helper(loopback_helper_main, &h, 64 << 10);
+// Makes the network namespace of the init behind `init_pidfd` and sends it there on `sock`.
+void make_network_of(int init_pidfd, int sock) {
+    NetworkHelper h{init_pidfd, sock, -1, std::nullopt};
+    run_helper(network_helper_main, &h, 64 << 10);
+    UniqueFd netns(h.netns);
     if (h.error) throw *h.error;
 }
 
@@ -735,6 +761,7 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     b.status.wr.reset();
     b.tty.child.reset();
     b.lower_tree.child.reset();
+    b.netns.child.reset();
     b.unshared.wr.reset();
     try {
         // Nested in the kept user namespace, the go-between wrote the maps already; otherwise
@@ -744,8 +771,8 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
         if (meanwhile) meanwhile();
         if (maps) maps->finish();
         trace("front end: maps finished");
-        // pasta joins the init's network namespace by its /proc path, and lo is brought up in it
-        // from here: it must exist by then.
+        // With --network egress pasta joins the init's network namespace by its /proc path: it
+        // must exist by then.
         char byte;
         if (::read(b.unshared.rd.get(), &byte, 1) != 1)
             fail("the sandbox's init exited during setup", "pid " + std::to_string(pid));
@@ -771,13 +798,14 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     }
     if (!b.egress) {
         try {
-            bring_up_loopback_of(pidfd);
+            make_network_of(pidfd, b.netns.parent.get());
         } catch (...) {
             abort_birth(b, pidfd);
             throw;
         }
+        b.netns.parent.reset();
         send("L");
-        trace("front end: lo up");
+        trace("front end: network made, lo up");
     }
     // sync.wr stays open while the front end lives: the init checks it for a hang-up.
     st.report = std::move(b.report.rd);
@@ -806,6 +834,7 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
     b.report = Pipe::make();
     b.status = Pipe::make();
     if (spec.process.tty) b.tty = SocketPair::make();
+    if (!b.egress) b.netns = SocketPair::make();
     b.unshared = Pipe::make();
 }
 

@@ -208,15 +208,6 @@ Detached prepare(const SandboxSpec& spec, std::vector<UniqueFd> parent_binds) {
     Detached d;
     d.proc = new_fs("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
     trace("init: proc");
-    try {
-        d.sys = new_fs("sysfs", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
-    } catch (const Error&) {
-        // Kernels refuse a new sysfs when the network namespace is not ours; a read-only view of
-        // the host's is what runc and crun fall back to as well.
-        d.sys = clone_tree("/sys", true);
-        set_attr(d.sys.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, MOUNT_ATTR_RDONLY, "/sys");
-    }
-    trace("init: sys");
     for (const char* name : kDevices) {
         std::string host = std::string("/dev/") + name;
         d.devices.emplace_back(name, clone_tree(host, false));
@@ -278,11 +269,16 @@ bool read_only_bind_will_do(const SandboxSpec& spec, bool may_remount) {
     return true;
 }
 
-// pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it, and
-// with it every host path.
+// pivot_root(".", ".") stacks the old root on the new one, where paths do not lead (they start
+// from the new root, under it); detach_host_root drops it, and with it every host path.
 static void pivot_into(const std::string& target) {
     if (::chdir(target.c_str()) != 0) throw_errno("cannot enter the sandbox root", target);
     if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("cannot pivot_root into the sandbox root");
+}
+
+static void detach_host_root() {
+    // "." from the new root is the stack's top, the old root.
+    if (::chdir("/") != 0) throw_errno("cannot chdir", "/");
     if (::umount2(".", MNT_DETACH) != 0) throw_errno("cannot detach the host root");
     if (::chdir("/") != 0) throw_errno("cannot chdir", "/");
 }
@@ -338,16 +334,33 @@ static void check_resolved_destination(const std::string& dest, const char* what
              "a symbolic link in the sandbox points it there; remove the link, or pick another container path");
 }
 
-void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped) {
+void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
+              const std::function<void()>& enter_network) {
     ensure_mountpoint("/proc", true);
     attach(detached.proc.get(), "/proc");
     ensure_mountpoint("/dev", true);
     setup_dev(detached, tty_gid_mapped, spec.process.tty);
-    ensure_mountpoint("/sys", true);
-    attach(detached.sys.get(), "/sys");
+    // What is not under /sys first, while the network namespace may still be in the making.
+    auto in_sys = [](const std::string& path) { return path.rfind("/sys/", 0) == 0; };
     std::string empty_dir;
-    for (const auto& p : masked_paths()) mask(p, empty_dir);
-    for (const auto& p : readonly_paths()) make_readonly(p);
+    for (const auto& p : masked_paths())
+        if (!in_sys(p)) mask(p, empty_dir);
+    for (const auto& p : readonly_paths())
+        if (!in_sys(p)) make_readonly(p);
+    if (enter_network) enter_network();
+    // The kernel makes a sysfs in a user namespace only where one is fully visible in the mount
+    // namespace: the host's, under the stacked old root, until this is made. (Never a bind of
+    // the host's /sys, which runc falls back to: the network namespace is always the sandbox's
+    // own, and a refusal is an error.)
+    UniqueFd sys = new_fs("sysfs", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    detach_host_root();
+    trace("init: sys");
+    ensure_mountpoint("/sys", true);
+    attach(sys.get(), "/sys");
+    for (const auto& p : masked_paths())
+        if (in_sys(p)) mask(p, empty_dir);
+    for (const auto& p : readonly_paths())
+        if (in_sys(p)) make_readonly(p);
     for (size_t i = 0; i < spec.binds.size(); ++i) {
         const auto& b = spec.binds[i];
         ensure_mountpoint(b.destination, is_dir_fd(detached.binds[i].get()));

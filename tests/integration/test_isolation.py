@@ -85,6 +85,13 @@ def test_only_loopback(h):
     assert int(lo.split()[1], 16) & 1, cp.stdout
 
 
+def test_network_namespace_belongs_to_the_sandbox(h):
+    # The front end makes it for the init: it must still be owned by the sandbox's user namespace,
+    # where a granted CAP_NET_ADMIN applies, and be what /sys shows.
+    cp = ok(h.sh("ip link set lo mtu 1400 && cat /sys/class/net/lo/mtu", "--cap-add", "NET_ADMIN"))
+    assert cp.stdout.split() == ["1400"], cp.stdout
+
+
 def _has_hutch_range():
     try:
         return any(line.split(":")[0] == "hutch" for line in open("/etc/subuid"))
