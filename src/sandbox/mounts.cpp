@@ -102,6 +102,18 @@ void ensure_mountpoint(const std::string& path, bool directory) {
     }
 }
 
+// /proc, /dev and /sys must be directories of the root itself: mount(2) follows a symlink the
+// image put there (a /dev -> / would have the tmpfs cover the whole root).
+static void ensure_fixed_mountpoint(const char* path) {
+    ensure_mountpoint(path, true);
+    struct stat st;
+    if (::lstat(path, &st) != 0) throw_errno("cannot create mount point", path);
+    if (!S_ISDIR(st.st_mode))
+        fail(std::string("the image's ") + path + " is not a directory", path,
+             S_ISLNK(st.st_mode) ? "it is a symbolic link; make it a directory in the image"
+                                 : "make it a directory in the image");
+}
+
 bool is_dir_fd(int fd) {
     struct stat st;
     return ::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
@@ -208,6 +220,13 @@ Detached prepare(const SandboxSpec& spec, std::vector<UniqueFd> parent_binds) {
     Detached d;
     d.proc = new_fs("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
     trace("init: proc");
+    // The kernel makes a sysfs in a user namespace only where one is fully visible in the mount
+    // namespace, and the sandbox's is made once the init has joined its network namespace, after
+    // the pivot: this read-only view of the host's stands on /sys until then (nothing of the
+    // sandbox runs yet), and stays as runc's fallback when a new sysfs is refused.
+    d.host_sys = clone_tree("/sys", true);
+    set_attr(d.host_sys.get(), "", AT_EMPTY_PATH | AT_RECURSIVE,
+             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, "/sys");
     for (const char* name : kDevices) {
         std::string host = std::string("/dev/") + name;
         d.devices.emplace_back(name, clone_tree(host, false));
@@ -269,16 +288,12 @@ bool read_only_bind_will_do(const SandboxSpec& spec, bool may_remount) {
     return true;
 }
 
-// pivot_root(".", ".") stacks the old root on the new one, where paths do not lead (they start
-// from the new root, under it); detach_host_root drops it, and with it every host path.
+// pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it, and
+// with it every host path. At once: while stacked, ".." from the root leads into it, and so does
+// a mount whose target the image's symlinks turn into "/".
 static void pivot_into(const std::string& target) {
     if (::chdir(target.c_str()) != 0) throw_errno("cannot enter the sandbox root", target);
     if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("cannot pivot_root into the sandbox root");
-}
-
-static void detach_host_root() {
-    // "." from the new root is the stack's top, the old root.
-    if (::chdir("/") != 0) throw_errno("cannot chdir", "/");
     if (::umount2(".", MNT_DETACH) != 0) throw_errno("cannot detach the host root");
     if (::chdir("/") != 0) throw_errno("cannot chdir", "/");
 }
@@ -336,9 +351,9 @@ static void check_resolved_destination(const std::string& dest, const char* what
 
 void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
               const std::function<void()>& enter_network) {
-    ensure_mountpoint("/proc", true);
+    ensure_fixed_mountpoint("/proc");
     attach(detached.proc.get(), "/proc");
-    ensure_mountpoint("/dev", true);
+    ensure_fixed_mountpoint("/dev");
     setup_dev(detached, tty_gid_mapped, spec.process.tty);
     // What is not under /sys first, while the network namespace may still be in the making.
     auto in_sys = [](const std::string& path) { return path.rfind("/sys/", 0) == 0; };
@@ -347,16 +362,22 @@ void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
         if (!in_sys(p)) mask(p, empty_dir);
     for (const auto& p : readonly_paths())
         if (!in_sys(p)) make_readonly(p);
+    ensure_fixed_mountpoint("/sys");
+    attach(detached.host_sys.get(), "/sys");
     if (enter_network) enter_network();
-    // The kernel makes a sysfs in a user namespace only where one is fully visible in the mount
-    // namespace: the host's, under the stacked old root, until this is made. (Never a bind of
-    // the host's /sys, which runc falls back to: the network namespace is always the sandbox's
-    // own, and a refusal is an error.)
-    UniqueFd sys = new_fs("sysfs", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
-    detach_host_root();
+    // A sysfs shows the network devices of its maker's namespace: made only now.
+    UniqueFd sys;
+    try {
+        sys = new_fs("sysfs", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    } catch (const Error&) {
+        // Refused where the host's /sys is not fully visible itself (masked, in a container):
+        // its read-only view stays, as runc and crun fall back to.
+    }
+    if (sys) {
+        if (::umount2("/sys", MNT_DETACH | UMOUNT_NOFOLLOW) != 0) throw_errno("cannot detach the host's /sys", "/sys");
+        attach(sys.get(), "/sys");
+    }
     trace("init: sys");
-    ensure_mountpoint("/sys", true);
-    attach(sys.get(), "/sys");
     for (const auto& p : masked_paths())
         if (in_sys(p)) mask(p, empty_dir);
     for (const auto& p : readonly_paths())

@@ -306,3 +306,37 @@ def test_a_fifo_at_a_bind_destination_does_not_hang_the_sandbox(h):
     cp = h("run", "--rootfs", str(root), "-v", f"{src}/app.conf:/etc/app.conf:ro", "--", "cat", "/etc/app.conf",
            timeout=30)
     assert ok(cp).stdout == "from the host\n"
+
+
+@pytest.mark.parametrize("mount_point", ["dev", "proc", "sys"])
+def test_an_image_symlink_in_place_of_proc_dev_or_sys_is_refused(h, mount_point):
+    # mount(2) follows a symlink: a /dev -> / from the image would have /dev's tmpfs cover the
+    # whole root, or, with the host's root still reachable under it, lead there.
+    if os.geteuid() != 0:
+        pytest.skip("the test's base copy is made by root")
+    root = rootfs_copy(h, f"{mount_point}-link")
+    for target in ("/", "/..", ".."):
+        link = root / mount_point
+        if link.is_symlink():
+            link.unlink()
+        else:
+            subprocess.run(["rm", "-rf", str(link)], check=True)
+        link.symlink_to(target)
+        cp = h("run", "--rootfs", str(root), "--", "sh", "-c", "ls /..; ls /../work")
+        assert cp.returncode == 125, (target, describe(cp))
+        assert f"the image's /{mount_point} is not a directory" in cp.stderr, (target, describe(cp))
+        assert cp.stdout == "", (target, describe(cp))
+
+
+def test_a_dev_symlink_the_sandbox_leaves_is_refused_at_the_next_start(h):
+    # With CAP_SYS_ADMIN the sandbox may replace its own /dev; the next start must not follow it.
+    name = f"devlink-{uuid.uuid4().hex[:8]}"
+    ok(h("create", "--name", name, "--cap-add", "SYS_ADMIN"))
+    try:
+        ok(h("exec", name, "--", "sh", "-c", "umount -l /dev/pts /dev/mqueue /dev/null /dev/zero /dev/full "
+             "/dev/random /dev/urandom /dev/tty 2>/dev/null; umount -l /dev && rm -rf /dev && ln -s / /dev"))
+        ok(h("stop", name))
+        cp = h("start", name)
+        assert cp.returncode != 0 and "the image's /dev is not a directory" in cp.stderr, describe(cp)
+    finally:
+        h("rm", "-f", name)

@@ -35,6 +35,7 @@ struct HostSide {
 // Detached mounts created in step 2.
 struct Detached {
     UniqueFd proc;
+    UniqueFd host_sys;  // read-only, recursive: on /sys until the sandbox's own sysfs is made
     std::vector<std::pair<std::string, UniqueFd>> devices;  // name under /dev → detached bind
     std::vector<UniqueFd> binds;                              // one per spec.binds entry
 };
@@ -56,8 +57,7 @@ UniqueFd idmapped_tree(const std::string& dir, int userns_fd);
 // In the init, before step 3: attaches that tree over `dir` in the sandbox's mount namespace,
 // where the overlay then finds it by its usual path. False when it could not.
 bool attach_over(int tree_fd, const std::string& dir);
-// Step 3. `mounted` runs once the root is mounted, before the pivot. The host's root stays
-// stacked on the new one (paths lead under it, not there) until step 4 has made /sys.
+// Step 3. `mounted` runs once the root is mounted, before the pivot.
 void enter_overlay_root(const HostSide& host, const std::function<void()>& mounted = {});
 
 // Whether a sandbox can do without a writable layer: a --read-only run of one layer that already
@@ -68,7 +68,7 @@ bool read_only_bind_will_do(const SandboxSpec& spec, bool may_remount);
 // Step 4. `tty_gid_mapped`: gid 5 exists in the namespace, so devpts can give ptys group tty.
 // `enter_network` runs after /proc and /dev, before /sys: a sysfs shows the network devices of
 // the namespace its maker was in, and the kernel refuses one made in a namespace the sandbox does
-// not own, so the init must be in its own network namespace by then. Detaches the host's root.
+// not own, so the init must be in its own network namespace by then.
 void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
               const std::function<void()>& enter_network);
 // With -t, as docker does: the terminal's slave (an open fd) is bound over /dev/console.
