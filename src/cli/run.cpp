@@ -252,8 +252,10 @@ void apply_image_config(const image::Config& c, const SandboxOptions& o, std::ve
 }
 
 // Splits [IMAGE | --rootfs DIR] [--] COMMAND... into the root filesystem and the command.
+// `pins` receives the locks that keep the image's layers from a prune (Store::pin_layers), which
+// the caller holds until its sandbox ends or has its config recorded.
 void resolve_root_and_command(const GlobalOptions& g, const Paths& paths, SandboxSpec& spec, const SandboxOptions& o,
-                              bool need_command) {
+                              bool need_command, std::vector<FileLock>& pins) {
     std::vector<std::string> args = o.args;
     bool explicit_dashes = !args.empty() && args[0] == "--";
     if (explicit_dashes) args.erase(args.begin());
@@ -285,6 +287,7 @@ void resolve_root_and_command(const GlobalOptions& g, const Paths& paths, Sandbo
     spec.image = img.id;
     spec.lower_dirs = store.lower_dirs(img);
     if (spec.lower_dirs.empty()) fail("the image has no layers", name, "an image needs at least one layer to run");
+    pins = store.pin_layers(img);
     apply_image_config(store.config(img), o, args, spec, need_command);
 }
 
@@ -313,7 +316,7 @@ void apply_policy(const Policies& pols, const SandboxOptions& o, SandboxSpec& sp
 }
 
 SandboxSpec build_spec(const GlobalOptions& g, const Paths& paths, const SandboxOptions& o, const Policies& pols,
-                       bool persistent) {
+                       bool persistent, std::vector<FileLock>& pins) {
     SandboxSpec spec;
     spec.persistent = persistent;
     spec.name = o.name.empty() ? state::random_name() : o.name;
@@ -363,7 +366,7 @@ SandboxSpec build_spec(const GlobalOptions& g, const Paths& paths, const Sandbox
     const bool limits_given = !r.empty();
     apply_policy(pols, o, spec);
     spec.limits_from_policy = !limits_given && !spec.resources.empty();
-    resolve_root_and_command(g, paths, spec, o, !persistent);
+    resolve_root_and_command(g, paths, spec, o, !persistent, pins);
     return spec;
 }
 
@@ -403,7 +406,8 @@ int run(const GlobalOptions& g, const SandboxOptions& o) {
     Policies pols = load_policies(o);
     trace("front end: policies loaded");
     std::optional<policy::Egress> egress = egress_rules(pols, o);
-    SandboxSpec spec = build_spec(g, paths, o, pols, false);
+    std::vector<FileLock> pins;  // until the sandbox is gone
+    SandboxSpec spec = build_spec(g, paths, o, pols, false, pins);
     RunResult result = run_sandbox(spec, paths, egress ? &*egress : nullptr);
     if (!result.egress.empty() && !o.quiet) std::fprintf(stderr, "hutch: %s\n", result.egress.c_str());
     return report(result, spec);
@@ -414,7 +418,8 @@ int create(const GlobalOptions& g, const SandboxOptions& o) {
     Paths paths = prepare_paths(g);
     Policies pols = load_policies(o);
     std::optional<policy::Egress> egress = egress_rules(pols, o);
-    SandboxSpec spec = build_spec(g, paths, o, pols, true);
+    std::vector<FileLock> pins;  // until the config, which names the layers, is recorded
+    SandboxSpec spec = build_spec(g, paths, o, pols, true, pins);
     spec.process.tty = false;  // ttys belong to each exec
     create_sandbox(spec, paths, egress ? &*egress : nullptr);
     std::printf("%s\n", spec.name.c_str());

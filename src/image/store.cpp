@@ -43,6 +43,14 @@ std::string locks_dir(const std::string& root) { return root + "/locks"; }
 std::string index_path(const std::string& root) { return root + "/images.json"; }
 std::string index_lock_path(const std::string& root) { return root + "/images.lock"; }
 std::string writers_lock_path(const std::string& root) { return locks_dir(root) + "/writers.lock"; }
+// A layer's pin (Store::pin_layers): a lock file beside the others, since a layer's own directory
+// may be one its owner cannot open (mode 000 from the image).
+std::string pin_path(const std::string& root, const std::string& hex) { return locks_dir(root) + "/pin-" + hex + ".lock"; }
+
+bool is_linked(const FileLock& lock) {
+    struct stat st;
+    return ::fstat(lock.fd(), &st) == 0 && st.st_nlink > 0;
+}
 
 bool is_hex_string(const std::string& s) {
     return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
@@ -756,8 +764,14 @@ int64_t Store::prune() {
     for (const auto& name : list_dir(layers_dir(root_))) {
         if (!is_hex64(name) || keep.layers.count(name)) continue;
         std::string path = layers_dir(root_) + "/" + name;
+        // A run that found the layer before its image went holds its pin (pin_layers) until it
+        // ends; the layer stays for a later prune.
+        const std::string pin = pin_path(root_, name);
+        FileLock removing = FileLock::try_acquire(pin, FileLock::Mode::Exclusive);
+        if (!removing) continue;
         int64_t size = tree_bytes(path);
         remove_any_tree(path);
+        ::unlink(pin.c_str());
         freed += size;
     }
     for (const auto& name : list_dir(tmp_dir(root_))) {
@@ -772,6 +786,15 @@ int64_t Store::prune() {
     for (const auto& name : list_dir(locks_dir(root_)))
         if (name.rfind("blob-", 0) == 0 || name.rfind("layer-", 0) == 0)
             ::unlink((locks_dir(root_) + "/" + name).c_str());
+    // Pins of layers that are gone (a run that failed to pin one leaves its file): unlinked under
+    // the lock, which a run checks for after it has locked.
+    for (const auto& name : list_dir(locks_dir(root_))) {
+        if (name.rfind("pin-", 0) != 0 || name.size() < 9) continue;
+        const std::string hex = name.substr(4, name.size() - 9);
+        if (!is_hex64(hex) || fs::exists(layers_dir(root_) + "/" + hex)) continue;
+        const std::string pin = locks_dir(root_) + "/" + name;
+        if (FileLock held = FileLock::try_acquire(pin, FileLock::Mode::Exclusive)) ::unlink(pin.c_str());
+    }
     return freed;
 }
 
@@ -807,6 +830,19 @@ DiskUsage Store::disk_usage() const {
         }
     }
     return u;
+}
+
+std::vector<FileLock> Store::pin_layers(const ImageRecord& image) const {
+    std::vector<FileLock> pins;
+    for (const auto& diff_id : image.diff_ids) {
+        FileLock pin = FileLock::try_acquire(pin_path(root_, digest::hex(diff_id)), FileLock::Mode::Shared);
+        // A prune holds it while it removes the layer, and unlinks it after.
+        if (!pin || !is_linked(pin) || !has_layer(diff_id))
+            fail("a layer of image " + short_id(image.id) + " was removed while the sandbox was starting",
+                 layer_path(diff_id), "an 'hutch image prune' ran meanwhile; pull or load the image again");
+        pins.push_back(std::move(pin));
+    }
+    return pins;
 }
 
 std::vector<std::string> Store::lower_dirs(const ImageRecord& image) const {

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hutchlib import (CAP_NET_RAW, DEFAULT_CAPS, alive, assert_hutch_error, caps_of, descendants, describe,
-                      descendant_stats, guarded, host_processes, ok, parse_status, proc_stat, wait_until)
+                      descendant_stats, guarded, host_processes, kill_quietly, ok, parse_status, proc_stat,
+                      wait_until)
 
 
 def create(h, name, *opts):
@@ -379,3 +380,23 @@ def test_a_sandbox_keeps_its_base_when_its_image_is_removed_and_pruned(h):
         h("rm", "-f", "based")
     ok(h("image", "prune"))
     assert list((h.root / "layers").iterdir()) == []
+
+
+def test_a_run_keeps_its_base_when_its_image_is_removed_and_pruned_meanwhile(h):
+    # A run has no config naming its layers: it holds them (Store::pin_layers) until it ends.
+    p = h.popen("run", "-i", "--", "sh", "-c", "echo READY; read line; ls /bin/sh", stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "READY\n"
+        ids = {i["Id"] for i in json.loads(ok(h("images", "--format", "json")).stdout)}
+        ok(h("rmi", "-f", ids.pop()))
+        ok(h("image", "prune"))
+        assert list((h.root / "layers").iterdir()) != [], "prune must leave a running sandbox's layers"
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.read() == "/bin/sh\n"
+        assert p.wait(timeout=30) == 0
+    finally:
+        kill_quietly(p)
+    ok(h("image", "prune"))
+    assert list((h.root / "layers").iterdir()) == [], "once the run has ended, prune removes them"

@@ -146,6 +146,10 @@ public:
 
     // The overlay lowerdir stack for an image: layer paths, top first. Throws if a layer is missing.
     std::vector<std::string> lower_dirs(const ImageRecord& image) const;
+    // Shared locks on the image's layers, which prune() leaves alone while they are held: a run
+    // holds them from before its mount to its end (a persistent sandbox's config names its
+    // layers instead). Throws when a layer is gone or being removed.
+    std::vector<FileLock> pin_layers(const ImageRecord& image) const;
 
 private:
     // Takes writers.lock shared for this object (and its copies) if not held yet.
