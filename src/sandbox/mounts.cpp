@@ -369,14 +369,17 @@ void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
     UniqueFd sys;
     try {
         sys = new_fs("sysfs", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
-    } catch (const Error&) {
+    } catch (const Error& e) {
         // Refused where the host's /sys is not fully visible itself (masked, in a container):
-        // its read-only view stays, as runc and crun fall back to.
+        // its read-only view stays, as runc and crun fall back to. Any other failure is one.
+        if (e.error_number() != EPERM) throw;
     }
     if (sys) {
         if (::umount2("/sys", MNT_DETACH | UMOUNT_NOFOLLOW) != 0) throw_errno("cannot detach the host's /sys", "/sys");
         attach(sys.get(), "/sys");
     }
+    // Held open, the detached tree would stay alive in the init for the sandbox's life.
+    detached.host_sys.reset();
     trace("init: sys");
     for (const auto& p : masked_paths())
         if (in_sys(p)) mask(p, empty_dir);

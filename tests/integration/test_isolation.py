@@ -3,10 +3,11 @@ import json
 import os
 import re
 import socket
+import subprocess
 import uuid
 from pathlib import Path
 
-from hutchlib import ok, parse_idmap
+from hutchlib import descendant_stats, kill_quietly, ok, parse_idmap
 
 
 def test_pid1_is_hutch_init(h):
@@ -166,3 +167,28 @@ def test_root_is_the_base_tree(h):
     host_only = {"boot", "lib64", "srv", "opt", "mnt"} - set(os.listdir(h.world.rootfs))
     inside = set(cp.stdout.split())
     assert not (host_only & inside), f"host directories inside: {host_only & inside}"
+
+
+def test_the_init_holds_nothing_of_the_hosts_sys(h):
+    # A read-only clone of the host's /sys stands on /sys while the sandbox's own is made; once
+    # replaced, the init must not keep it (its fds would pin the host's mounts for the run's life).
+    p = h.popen("run", "-i", "--", "sh", "-c", "echo READY; read line", stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "READY\n"
+        inits = [pid for pid, st in descendant_stats(p.pid).items() if st[0] == "hutch-init"]
+        assert len(inits) == 1, descendant_stats(p.pid)
+        host_sys = os.stat("/sys").st_dev
+        held = []
+        for fd in os.listdir(f"/proc/{inits[0]}/fd"):
+            try:
+                if os.stat(f"/proc/{inits[0]}/fd/{fd}").st_dev == host_sys:
+                    held.append(os.readlink(f"/proc/{inits[0]}/fd/{fd}"))
+            except OSError:
+                continue
+        assert held == [], held
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.wait(timeout=30) == 0
+    finally:
+        kill_quietly(p)
