@@ -73,39 +73,10 @@ bool attach_over(int tree_fd, const std::string& dir) {
 
 namespace {
 
-// Creates missing parents of `path` (inside the new root) and the mount point itself.
-void ensure_mountpoint(const std::string& path, bool directory) {
-    std::string cur;
-    size_t pos = 1;
-    while (pos <= path.size()) {
-        size_t next = path.find('/', pos);
-        if (next == std::string::npos) next = path.size();
-        cur = path.substr(0, next);
-        bool last = next == path.size();
-        if (!cur.empty() && cur != "/") {
-            if (!last || directory) {
-                if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("cannot create mount point", cur);
-            } else {
-                // mknod, not open: whatever is there already is left unopened (a FIFO from the
-                // image would block an open for writing for ever, and a big file would be
-                // copied up into the writable layer for nothing).
-                int rc = ::mknodat(AT_FDCWD, cur.c_str(), S_IFREG | 0644, 0);
-                if (rc != 0 && errno == EPERM) {  // vfat, exfat, some FUSE: no mknod; O_EXCL opens nothing there
-                    rc = ::open(cur.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-                    if (rc >= 0) rc = ::close(rc);
-                }
-                if (rc != 0 && errno != EEXIST && errno != EACCES && errno != EROFS)
-                    throw_errno("cannot create mount point", cur);
-            }
-        }
-        pos = next + 1;
-    }
-}
-
 // /proc, /dev and /sys must be directories of the root itself: mount(2) follows a symlink the
 // image put there (a /dev -> / would have the tmpfs cover the whole root).
 static void ensure_fixed_mountpoint(const char* path) {
-    ensure_mountpoint(path, true);
+    if (::mkdir(path, 0755) != 0 && errno != EEXIST) throw_errno("cannot create mount point", path);
     struct stat st;
     if (::lstat(path, &st) != 0) throw_errno("cannot create mount point", path);
     if (!S_ISDIR(st.st_mode))
@@ -119,9 +90,11 @@ bool is_dir_fd(int fd) {
     return ::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-void mount_tmpfs(const std::string& target, unsigned long flags, const std::string& options) {
+// `shown`: the path to name in an error, when `target` is a /proc/self/fd link.
+void mount_tmpfs(const std::string& target, unsigned long flags, const std::string& options,
+                 const std::string& shown = {}) {
     if (::mount("tmpfs", target.c_str(), "tmpfs", flags, options.c_str()) != 0)
-        throw_errno("cannot mount tmpfs", target);
+        throw_errno("cannot mount tmpfs", shown.empty() ? target : shown);
 }
 
 // /dev is a tmpfs without exec, suid or device nodes of its own (the devices are bind mounts,
@@ -335,18 +308,62 @@ void enter_overlay_root(const HostSide& host, const std::function<void()>& mount
     pivot_into(host.target);
 }
 
-// Followed to where it leads, a bind's or tmpfs's destination must be neither the root nor in
-// /proc (run.cpp checks its text): a symlink the sandbox left in its layer could otherwise turn a
-// bind given at `create` onto them at a later `start`.
-static void check_resolved_destination(const std::string& dest, const char* what) {
+// Opens a bind's or tmpfs's destination in the new root (O_PATH), making what is missing of it
+// as docker does. The image's symlinks are followed inside the root; magic links are not: a
+// /proc/self/fd/N or /proc/self/cwd there would lead to the init's host directories.
+static UniqueFd open_destination(const std::string& path, bool directory, const char* what) {
+    UniqueFd root_fd(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) throw_errno("cannot open the sandbox's root");
+    const int root = root_fd.get();
+    auto resolve = [root](const std::string& p, int flags) {
+        struct open_how how {};
+        how.flags = static_cast<uint64_t>(flags | O_PATH | O_CLOEXEC);
+        how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+        return UniqueFd(static_cast<int>(::syscall(SYS_openat2, root, p.c_str(), &how, sizeof how)));
+    };
+    UniqueFd parent(::dup(root));
+    std::string cur;
+    size_t pos = 0;
+    while (pos < path.size()) {
+        size_t next = path.find('/', pos);
+        if (next == std::string::npos) next = path.size();
+        const std::string name = path.substr(pos, next - pos);
+        pos = next + 1;
+        if (name.empty()) continue;
+        cur += "/" + name;
+        const bool last = pos > path.size();
+        const bool want_dir = !last || directory;
+        UniqueFd fd = resolve(cur, want_dir ? O_DIRECTORY : 0);
+        if (!fd && errno == ENOENT) {
+            int rc = want_dir ? ::mkdirat(parent.get(), name.c_str(), 0755)
+                              // mknod, not open: a FIFO from the image would block an open for
+                              // ever, and a big file would be copied up for nothing.
+                              : ::mknodat(parent.get(), name.c_str(), S_IFREG | 0644, 0);
+            if (rc != 0 && !want_dir && errno == EPERM) {  // vfat, exfat, some FUSE: no mknod
+                rc = ::openat(parent.get(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (rc >= 0) rc = ::close(rc);
+            }
+            if (rc != 0 && errno != EEXIST) throw_errno("cannot create mount point", cur);
+            fd = resolve(cur, want_dir ? O_DIRECTORY : 0);
+        }
+        if (!fd && errno == ELOOP)
+            fail(std::string("the ") + what + " destination leads through a link of /proc", cur,
+                 "a symbolic link in the sandbox points it there; remove the link, or pick another container path");
+        if (!fd) throw_errno(std::string("cannot open the ") + what + " destination", cur);
+        parent = std::move(fd);
+    }
+    // Followed to where it leads, it must be neither the root nor in /proc (run.cpp checks its
+    // text): a symlink the sandbox left in its layer could otherwise turn a bind given at
+    // `create` onto them at a later `start`.
     struct statfs fs;
-    struct stat st, root;
-    bool in_proc = ::statfs(dest.c_str(), &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC;
-    bool is_root = ::stat(dest.c_str(), &st) == 0 && ::stat("/", &root) == 0 && st.st_dev == root.st_dev &&
-                   st.st_ino == root.st_ino;
+    struct stat st, top;
+    bool in_proc = ::fstatfs(parent.get(), &fs) == 0 && fs.f_type == PROC_SUPER_MAGIC;
+    bool is_root = ::fstat(parent.get(), &st) == 0 && ::fstat(root, &top) == 0 && st.st_dev == top.st_dev &&
+                   st.st_ino == top.st_ino;
     if (in_proc || is_root)
-        fail(std::string("the ") + what + " destination leads to " + (in_proc ? "/proc" : "/"), dest,
+        fail(std::string("the ") + what + " destination leads to " + (in_proc ? "/proc" : "/"), path,
              "a symbolic link in the sandbox points it there; remove the link, or pick another container path");
+    return parent;
 }
 
 void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
@@ -387,16 +404,16 @@ void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
         if (in_sys(p)) make_readonly(p);
     for (size_t i = 0; i < spec.binds.size(); ++i) {
         const auto& b = spec.binds[i];
-        ensure_mountpoint(b.destination, is_dir_fd(detached.binds[i].get()));
-        check_resolved_destination(b.destination, "-v");
-        attach(detached.binds[i].get(), b.destination);
+        UniqueFd dest = open_destination(b.destination, is_dir_fd(detached.binds[i].get()), "-v");
+        if (::move_mount(detached.binds[i].get(), "", dest.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0)
+            throw_errno("cannot attach mount", b.destination);
     }
     for (const auto& t : spec.tmpfs) {
-        ensure_mountpoint(t.destination, true);
-        check_resolved_destination(t.destination, "--tmpfs");
+        UniqueFd dest = open_destination(t.destination, true, "--tmpfs");
         std::string opts = "mode=1777";
         if (!t.options.empty()) opts += "," + t.options;
-        mount_tmpfs(t.destination, MS_NOSUID | MS_NODEV, opts);
+        // On the very directory opened, through the sandbox's own /proc.
+        mount_tmpfs("/proc/self/fd/" + std::to_string(dest.get()), MS_NOSUID | MS_NODEV, opts, t.destination);
     }
 }
 

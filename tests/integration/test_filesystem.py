@@ -340,3 +340,26 @@ def test_a_dev_symlink_the_sandbox_leaves_is_refused_at_the_next_start(h):
         assert cp.returncode != 0 and "the image's /dev is not a directory" in cp.stderr, describe(cp)
     finally:
         h("rm", "-f", name)
+
+
+def test_a_destination_through_a_proc_magic_link_is_refused(h):
+    # /proc/self/fd/0 in the init is the caller's stdin: followed, a destination's missing
+    # directories would be made wherever that leads on the host.
+    if os.geteuid() != 0:
+        pytest.skip("the test's base copy is made by root")
+    root = rootfs_copy(h, "magic-link")
+    (root / "mnt").mkdir(exist_ok=True)
+    os.symlink("/proc/self/fd/0", root / "mnt" / "fd0")
+    outside = h.work / "outside"
+    outside.mkdir()
+    outside.chmod(0o1777)
+    src = h.host_dir("src")
+    fd = os.open(outside, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for opt in (["-v", f"{src}:/mnt/fd0/created"], ["--tmpfs", "/mnt/fd0/created"]):
+            cp = subprocess.run(h.argv("run", "--rootfs", str(root), *opt, "--", "true"), stdin=fd,
+                                env=h.environ(), capture_output=True, text=True, timeout=60)
+            assert list(outside.iterdir()) == [], (opt, describe(cp))
+            assert cp.returncode == 125 and "leads through a link of /proc" in cp.stderr, (opt, describe(cp))
+    finally:
+        os.close(fd)
