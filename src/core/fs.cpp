@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,6 +93,14 @@ bool make_dirs(const std::string& path, mode_t mode) {
     make_dirs(path.substr(0, slash), mode);
     if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) throw_errno("cannot create directory", path);
     return true;
+}
+
+void mark_top_of_hierarchies(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    int flags = 0;
+    if (!fd || ::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) != 0 || (flags & FS_TOPDIR_FL)) return;
+    flags |= FS_TOPDIR_FL;
+    (void)::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags);
 }
 
 bool exists(const std::string& path) {

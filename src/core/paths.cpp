@@ -87,7 +87,11 @@ void Paths::ensure(gid_t store_group) const {
     ensure_private_dir(storage, root ? 0710 : 0700, false, root ? store_group : static_cast<gid_t>(-1));
     ensure_private_dir(state, 0700, state_in_shared_tmp);
     ensure_private_dir(sandboxes_state(), 0700);
-    ensure_private_dir(sandboxes_storage(), root ? 0711 : 0700);
+    // Every run creates and deletes a writable layer and overlayfs' work files in it. On ext4
+    // without a journal, a new inode is searched for past the free ones of its block group that
+    // were deleted in the last minutes, so packed into one group, runs slowed each other down
+    // (overlayfs' mount took 0.75 ms instead of 0.3 ms after some hundred runs): spread them.
+    if (ensure_private_dir(sandboxes_storage(), root ? 0711 : 0700)) fs::mark_top_of_hierarchies(sandboxes_storage());
     if (root) fs::require_searchable(storage, "the store", false);
 }
 

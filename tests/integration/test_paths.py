@@ -1,7 +1,9 @@
 """Where hutch keeps its state and storage when no --root is given (every other test passes one)."""
+import fcntl
 import os
 import shutil
 import stat
+import struct
 import subprocess
 
 import pytest
@@ -57,6 +59,36 @@ def test_the_tmp_fallback_for_state_refuses_what_another_user_could_have_made(h)
         assert private_dir_of(h, fallback)
     finally:
         shutil.rmtree(fallback, ignore_errors=True)
+
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def dir_flags(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+        return struct.unpack_from("i", buf)[0]
+    finally:
+        os.close(fd)
+
+
+def test_the_sandboxes_directory_spreads_its_layers_over_the_filesystem(h):
+    # chattr +T: ext4 places each sandbox's directory (and so the inodes of its writable layer
+    # and of overlayfs' work files) in a block group of its own choosing, not all in one.
+    probe = h.work / "probe"
+    probe.mkdir()
+    try:
+        fd = os.open(probe, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", dir_flags(probe) | FS_TOPDIR_FL))
+        finally:
+            os.close(fd)
+    except OSError as e:
+        pytest.skip(f"the test directory's filesystem has no directory flags ({e.strerror})")
+    assert h("run", "true").returncode == 0
+    assert dir_flags(h.root / "sandboxes") & FS_TOPDIR_FL
 
 
 def test_roots_store_is_closed_to_other_users(hroot):

@@ -14,6 +14,10 @@ void write_file_atomic(const std::string& path, const std::string& data, mode_t 
 // mkdir -p; existing directories are fine. Returns true if the last component was created.
 bool make_dirs(const std::string& path, mode_t mode = 0700);
 bool exists(const std::string& path);
+// Marks a directory as the top of directory hierarchies (chattr +T): ext4 then spreads its
+// subdirectories over the block groups instead of packing them into the directory's own.
+// Best effort: filesystems without the flag are left as they are.
+void mark_top_of_hierarchies(const std::string& path);
 // Collapses ".", ".." and repeated slashes of an absolute path without touching the disk.
 std::string lexical_normal(const std::string& path);
 // `path` joined to the working directory when it is relative (symbolic links stay as given).
