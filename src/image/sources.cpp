@@ -5,7 +5,8 @@
 // Archives are extracted into a directory under the store's tmp/ first (regular files and
 // directories only; every name checked, so a hostile archive cannot write elsewhere), then read
 // like a layout. docker-save layers get their digests computed and an OCI manifest is built for
-// them in memory, so pull.cpp sees the same thing from every source.
+// them in memory, so pull.cpp sees the same thing from every source. A compressed archive may
+// expand no more than a layer may (UnpackLimits).
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -23,6 +25,7 @@
 #include "hutch/core/fd.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/core/log.hpp"
+#include "hutch/image/unpack.hpp"
 #include "transfer_internal.hpp"
 
 namespace hutch::image::detail {
@@ -194,7 +197,23 @@ UniqueFd make_dirs_beneath(int root, const std::string& rel, const std::string& 
     return cur;
 }
 
-void copy_entry_data(struct archive* a, int fd, const std::string& where) {
+// A compressed archive may expand at most as a layer may (UnpackLimits' ratio, past its floor):
+// `docker save | gzip` gives about 1:3, and a bomb would fill the store's filesystem. An
+// uncompressed one holds no more than its own size (sparse entries' holes take no space).
+void check_expansion(struct archive* a, const std::string& file) {
+    if (archive_filter_count(a) < 2) return;
+    const UnpackLimits limits;
+    const la_int64_t out = archive_filter_bytes(a, 0), in = archive_filter_bytes(a, -1);
+    if (out <= 0 || in <= 0 || static_cast<uint64_t>(out) <= limits.ratio_applies_above ||
+        static_cast<double>(out) <= limits.max_ratio * static_cast<double>(in))
+        return;
+    char ratio[32];
+    std::snprintf(ratio, sizeof ratio, "%g", limits.max_ratio);
+    fail(std::string("the archive expands to more than ") + ratio + " times its compressed size: a decompression bomb",
+         file, "nothing was stored; load only archives from a source you trust");
+}
+
+void copy_entry_data(struct archive* a, int fd, const std::string& file, const std::string& where) {
     const void* buf;
     size_t size;
     la_int64_t offset;
@@ -202,6 +221,7 @@ void copy_entry_data(struct archive* a, int fd, const std::string& where) {
         int rc = archive_read_data_block(a, &buf, &size, &offset);
         if (rc == ARCHIVE_EOF) return;
         if (rc < ARCHIVE_WARN) fail("cannot read archive", where + ": " + archive_message(a), "the archive is damaged");
+        check_expansion(a, file);
         // Sparse entries: write at the offset libarchive gives.
         const char* p = static_cast<const char*>(buf);
         while (size > 0) {
@@ -220,7 +240,10 @@ void copy_entry_data(struct archive* a, int fd, const std::string& where) {
 void extract_archive(const std::string& file, const std::string& dest, Tree& tree) {
     struct archive* a = archive_read_new();
     std::unique_ptr<struct archive, int (*)(struct archive*)> guard(a, archive_read_free);
-    archive_read_support_filter_all(a);  // `docker save | gzip` is common
+    // `docker save | gzip` is common; docker load takes these four, and so does hutch.
+    for (auto support : {archive_read_support_filter_gzip, archive_read_support_filter_bzip2,
+                         archive_read_support_filter_xz, archive_read_support_filter_zstd})
+        if (support(a) < ARCHIVE_WARN) fail("cannot set up decompression", file, archive_message(a));
     archive_read_support_format_tar(a);
     if (archive_read_open_filename(a, file.c_str(), 1 << 16) != ARCHIVE_OK)
         fail("cannot open archive", file + ": " + archive_message(a),
@@ -256,7 +279,7 @@ void extract_archive(const std::string& file, const std::string& dest, Tree& tre
             std::string base = slash == std::string::npos ? rel : rel.substr(slash + 1);
             UniqueFd out(::openat(dir.get(), base.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
             if (!out) throw_errno("cannot create", dest + "/" + rel);
-            copy_entry_data(a, out.get(), file + ": " + rel);
+            copy_entry_data(a, out.get(), file, file + ": " + rel);
         } else {
             log::debug("skipping archive entry of another type: " + rel);
         }

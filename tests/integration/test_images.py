@@ -8,6 +8,7 @@ the Distribution API directly (for images skopeo would refuse to copy).
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import json
@@ -905,3 +906,30 @@ def test_bearer_token_auth(hx, token_reg):
     issued = ts.requests[before:]
     assert any(r["ok"] and r["user"] == USER and any("repository:private/multi:pull" in s for s in r["scope"])
                for r in issued), issued
+
+
+def test_load_refuses_a_compressed_archive_that_is_a_decompression_bomb(hx, work):
+    # 300 MiB of zeros, gzip'd to some 300 kB: past 256 MiB out, more than 1000 times what went in.
+    bomb = work / "bomb.tar.gz"
+    info = tarfile.TarInfo("zeros")
+    info.size = 300 << 20
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, n):
+            self.left = n
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            n = min(len(b), self.left)
+            b[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    with gzip.open(bomb, "wb", compresslevel=9) as gz, tarfile.open(fileobj=gz, mode="w|") as tar:
+        tar.addfile(info, io.BufferedReader(Zeros(info.size)))
+    assert bomb.stat().st_size * 1000 < info.size
+    cp = hx("load", "-i", bomb, timeout=120)
+    assert_hutch_error(cp, "decompression bomb")
+    assert_nothing_stored(hx)
