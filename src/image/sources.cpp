@@ -197,15 +197,22 @@ UniqueFd make_dirs_beneath(int root, const std::string& rel, const std::string& 
     return cur;
 }
 
-// A compressed archive may expand at most as a layer may (UnpackLimits' ratio, past its floor):
-// `docker save | gzip` gives about 1:3, and a bomb would fill the store's filesystem. An
-// uncompressed one holds no more than its own size (sparse entries' holes take no space).
-void check_expansion(struct archive* a, const std::string& file) {
+// A compressed archive may expand at most as a layer may: past UnpackLimits' floor, to max_ratio
+// times its size (`docker save | gzip` gives about 3 times), and from a pipe, whose size is not
+// known, to max_bytes. A bomb would fill the store's filesystem. An uncompressed archive holds no
+// more than its own size (sparse entries' holes take no space).
+void check_expansion(struct archive* a, const std::string& file, uint64_t file_size) {
     if (archive_filter_count(a) < 2) return;
     const UnpackLimits limits;
-    const la_int64_t out = archive_filter_bytes(a, 0), in = archive_filter_bytes(a, -1);
-    if (out <= 0 || in <= 0 || static_cast<uint64_t>(out) <= limits.ratio_applies_above ||
-        static_cast<double>(out) <= limits.max_ratio * static_cast<double>(in))
+    const la_int64_t out = archive_filter_bytes(a, 0);
+    if (out <= 0) return;
+    const auto n = static_cast<uint64_t>(out);
+    if (file_size == 0) {
+        if (n <= limits.max_bytes) return;
+        fail("the archive expands to more than " + std::to_string(limits.max_bytes) + " bytes", file,
+             "nothing was stored; load it from a file rather than a pipe, or decompress it first");
+    }
+    if (n <= limits.ratio_applies_above || static_cast<double>(n) <= limits.max_ratio * static_cast<double>(file_size))
         return;
     char ratio[32];
     std::snprintf(ratio, sizeof ratio, "%g", limits.max_ratio);
@@ -213,7 +220,7 @@ void check_expansion(struct archive* a, const std::string& file) {
          file, "nothing was stored; load only archives from a source you trust");
 }
 
-void copy_entry_data(struct archive* a, int fd, const std::string& file, const std::string& where) {
+void copy_entry_data(struct archive* a, int fd, const std::string& file, uint64_t file_size, const std::string& where) {
     const void* buf;
     size_t size;
     la_int64_t offset;
@@ -221,7 +228,7 @@ void copy_entry_data(struct archive* a, int fd, const std::string& file, const s
         int rc = archive_read_data_block(a, &buf, &size, &offset);
         if (rc == ARCHIVE_EOF) return;
         if (rc < ARCHIVE_WARN) fail("cannot read archive", where + ": " + archive_message(a), "the archive is damaged");
-        check_expansion(a, file);
+        check_expansion(a, file, file_size);
         // Sparse entries: write at the offset libarchive gives.
         const char* p = static_cast<const char*>(buf);
         while (size > 0) {
@@ -245,7 +252,11 @@ void extract_archive(const std::string& file, const std::string& dest, Tree& tre
                          archive_read_support_filter_xz, archive_read_support_filter_zstd})
         if (support(a) < ARCHIVE_WARN) fail("cannot set up decompression", file, archive_message(a));
     archive_read_support_format_tar(a);
-    if (archive_read_open_filename(a, file.c_str(), 1 << 16) != ARCHIVE_OK)
+    UniqueFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st;
+    if (!in || ::fstat(in.get(), &st) != 0) throw_errno("cannot open archive", file);
+    const uint64_t file_size = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;  // 0: a pipe
+    if (archive_read_open_fd(a, in.get(), 1 << 16) != ARCHIVE_OK)
         fail("cannot open archive", file + ": " + archive_message(a),
              "give a tar file made by docker save, hutch save or skopeo");
     UniqueFd root(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -279,7 +290,7 @@ void extract_archive(const std::string& file, const std::string& dest, Tree& tre
             std::string base = slash == std::string::npos ? rel : rel.substr(slash + 1);
             UniqueFd out(::openat(dir.get(), base.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
             if (!out) throw_errno("cannot create", dest + "/" + rel);
-            copy_entry_data(a, out.get(), file, file + ": " + rel);
+            copy_entry_data(a, out.get(), file, file_size, file + ": " + rel);
         } else {
             log::debug("skipping archive entry of another type: " + rel);
         }

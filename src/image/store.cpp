@@ -761,18 +761,28 @@ int64_t Store::prune() {
         if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove blob", path);
         freed += size;
     }
-    for (const auto& name : list_dir(layers_dir(root_))) {
-        if (!is_hex64(name) || keep.layers.count(name)) continue;
-        std::string path = layers_dir(root_) + "/" + name;
-        // A run that found the layer before its image went holds its pin (pin_layers) until it
-        // ends; the layer stays for a later prune.
-        const std::string pin = pin_path(root_, name);
-        FileLock removing = FileLock::try_acquire(pin, FileLock::Mode::Exclusive);
-        if (!removing) continue;
-        int64_t size = tree_bytes(path);
-        remove_any_tree(path);
-        ::unlink(pin.c_str());
-        freed += size;
+    // A run that found a layer before its image went holds its pin (pin_layers) until it ends,
+    // and `create` until its config names the layer: a layer whose pin is held stays for a later
+    // prune, and the configs are read again once the pins are ours (a create that let go of its
+    // pin since `keep` was made has its config written by then). In batches, to bound the fds.
+    std::vector<std::string> candidates;
+    for (const auto& name : list_dir(layers_dir(root_)))
+        if (is_hex64(name) && !keep.layers.count(name)) candidates.push_back(name);
+    constexpr size_t kBatch = 256;
+    for (size_t first = 0; first < candidates.size(); first += kBatch) {
+        std::vector<std::pair<std::string, FileLock>> removing;
+        for (size_t i = first; i < std::min(candidates.size(), first + kBatch); ++i)
+            if (FileLock pin = FileLock::try_acquire(pin_path(root_, candidates[i]), FileLock::Mode::Exclusive))
+                removing.emplace_back(candidates[i], std::move(pin));
+        const std::set<std::string> named = sandbox_layers(root_);
+        for (auto& [name, pin] : removing) {
+            if (named.count(name)) continue;
+            const std::string path = layers_dir(root_) + "/" + name;
+            int64_t size = tree_bytes(path);
+            remove_any_tree(path);
+            ::unlink(pin_path(root_, name).c_str());
+            freed += size;
+        }
     }
     for (const auto& name : list_dir(tmp_dir(root_))) {
         if (temp_owner_alive(name)) continue;

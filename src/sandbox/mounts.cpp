@@ -347,8 +347,8 @@ static UniqueFd open_destination(const std::string& path, bool directory, const 
             fd = resolve(cur, want_dir ? O_DIRECTORY : 0);
         }
         if (!fd && errno == ELOOP)
-            fail(std::string("the ") + what + " destination leads through a link of /proc", cur,
-                 "a symbolic link in the sandbox points it there; remove the link, or pick another container path");
+            fail(std::string("the ") + what + " destination leads through a link of /proc or a symbolic link loop",
+                 cur, "a symbolic link in the sandbox points it there; remove the link, or pick another container path");
         if (!fd) throw_errno(std::string("cannot open the ") + what + " destination", cur);
         parent = std::move(fd);
     }
