@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -124,7 +125,9 @@ void require_searchable(const std::string& path, const std::string& what, bool i
     }
 }
 
-void remove_contents(int dirfd, const std::string& shown_path) {
+// Unlinks what `dirfd` holds but directories, and opens the first directory found (given back
+// the permissions needed to empty it); invalid when `dirfd` holds nothing more.
+static UniqueFd first_subdirectory(int dirfd, const std::string& shown_path, std::string& name) {
     int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     if (dup < 0) throw_errno("cannot duplicate directory fd", shown_path);
     DIR* dir = ::fdopendir(dup);
@@ -132,15 +135,13 @@ void remove_contents(int dirfd, const std::string& shown_path) {
         ::close(dup);
         throw_errno("cannot list", shown_path);
     }
+    std::unique_ptr<DIR, int (*)(DIR*)> guard(dir, ::closedir);
     ::rewinddir(dir);
     while (struct dirent* e = ::readdir(dir)) {
-        std::string name = e->d_name;
+        name = e->d_name;
         if (name == "." || name == "..") continue;
         if (::unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) continue;
-        if (errno != EISDIR && errno != EPERM) {
-            ::closedir(dir);
-            throw_errno("cannot remove", shown_path + "/" + name);
-        }
+        if (errno != EISDIR && errno != EPERM) throw_errno("cannot remove", shown_path + "/" + name);
         UniqueFd child(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!child && errno == EACCES) {
             // A directory its owner made mode 0 (the sandboxed command, or overlayfs' work dirs)
@@ -151,20 +152,51 @@ void remove_contents(int dirfd, const std::string& shown_path) {
             else
                 errno = EACCES;
         }
-        if (!child) {
-            ::closedir(dir);
-            throw_errno("cannot open", shown_path + "/" + name);
-        }
+        if (!child) throw_errno("cannot open", shown_path + "/" + name);
         // A directory without write or search permission (chmod 0 by the sandboxed command)
         // cannot be emptied; give it back the permissions needed to remove it.
         ::fchmod(child.get(), 0700);
-        remove_contents(child.get(), shown_path + "/" + name);
-        if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-            ::closedir(dir);
-            throw_errno("cannot remove", shown_path + "/" + name);
-        }
+        return child;
     }
-    ::closedir(dir);
+    return {};
+}
+
+// Depth first, with one directory open at a time however deep the tree: a layer, or what a
+// sandbox left in its own, may nest more directories than a process may hold fds. The way back
+// up is "..", checked against the directory it must lead to.
+void remove_contents(int dirfd, const std::string& shown_path) {
+    UniqueFd cur(::fcntl(dirfd, F_DUPFD_CLOEXEC, 0));
+    if (!cur) throw_errno("cannot duplicate directory fd", shown_path);
+    struct Level {
+        std::string name;  // of the directory below, in this one
+        dev_t dev;
+        ino_t ino;
+    };
+    std::vector<Level> down;
+    std::string shown = shown_path;
+    for (;;) {
+        std::string name;
+        if (UniqueFd child = first_subdirectory(cur.get(), shown, name)) {
+            struct stat st;
+            if (::fstat(cur.get(), &st) != 0) throw_errno("cannot stat", shown);
+            down.push_back({name, st.st_dev, st.st_ino});
+            shown += "/" + name;
+            cur = std::move(child);
+            continue;
+        }
+        if (down.empty()) return;
+        const Level up = down.back();
+        down.pop_back();
+        UniqueFd parent(::openat(cur.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        struct stat st;
+        if (!parent || ::fstat(parent.get(), &st) != 0) throw_errno("cannot open", shown + "/..");
+        shown.resize(shown.size() - up.name.size() - 1);
+        if (st.st_dev != up.dev || st.st_ino != up.ino)
+            fail("the tree changed while it was being removed", shown, "remove what is left by hand");
+        cur = std::move(parent);
+        if (::unlinkat(cur.get(), up.name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+            throw_errno("cannot remove", shown + "/" + up.name);
+    }
 }
 
 void remove_tree(const std::string& path) {

@@ -3,14 +3,17 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "hutch/core/duration.hpp"
 #include "hutch/core/error.hpp"
+#include "hutch/core/fd.hpp"
 #include "hutch/core/fs.hpp"
 #include "hutch/core/lock.hpp"
 #include "hutch/core/paths.hpp"
@@ -245,4 +248,37 @@ TEST_CASE("a sweep removes crashed runs' directories, keeps persistent ones, and
     CHECK(fs::exists(sandboxes + "/running"));
     running.release();
     fs::remove_tree(tmpl);
+}
+
+TEST_CASE("remove_tree removes a tree deeper than the fds a process may hold") {
+    char tmpl[] = "/tmp/hutch-deep-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    const std::string dir = tmpl;
+    {
+        UniqueFd cur(::open(tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        for (int i = 0; i < 3000; ++i) {
+            REQUIRE(::mkdirat(cur.get(), "d", 0700) == 0);
+            if (i % 500 == 0) REQUIRE(::close(::openat(cur.get(), "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) == 0);
+            cur.reset(::openat(cur.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            REQUIRE(cur);
+        }
+    }
+    // In a child with few fds allowed: one open directory per level would run out at once.
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        struct rlimit few {64, 64};
+        ::setrlimit(RLIMIT_NOFILE, &few);
+        try {
+            fs::remove_tree(dir);
+        } catch (...) {
+            ::_exit(1);
+        }
+        ::_exit(fs::exists(dir) ? 2 : 0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    if (fs::exists(dir)) ::system(("rm -rf " + dir).c_str());
 }
