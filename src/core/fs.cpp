@@ -125,9 +125,8 @@ void require_searchable(const std::string& path, const std::string& what, bool i
     }
 }
 
-// Unlinks what `dirfd` holds but directories, and opens the first directory found (given back
-// the permissions needed to empty it); invalid when `dirfd` holds nothing more.
-static UniqueFd first_subdirectory(int dirfd, const std::string& shown_path, std::string& name) {
+// Unlinks what `dirfd` holds but directories, and returns the names of those.
+static std::vector<std::string> unlink_all_but_directories(int dirfd, const std::string& shown_path) {
     int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     if (dup < 0) throw_errno("cannot duplicate directory fd", shown_path);
     DIR* dir = ::fdopendir(dup);
@@ -137,65 +136,82 @@ static UniqueFd first_subdirectory(int dirfd, const std::string& shown_path, std
     }
     std::unique_ptr<DIR, int (*)(DIR*)> guard(dir, ::closedir);
     ::rewinddir(dir);
+    std::vector<std::string> directories;
     while (struct dirent* e = ::readdir(dir)) {
-        name = e->d_name;
+        std::string name = e->d_name;
         if (name == "." || name == "..") continue;
         if (::unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) continue;
         if (errno != EISDIR && errno != EPERM) throw_errno("cannot remove", shown_path + "/" + name);
-        UniqueFd child(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (!child && errno == EACCES) {
-            // A directory its owner made mode 0 (the sandboxed command, or overlayfs' work dirs)
-            // cannot even be opened: its owner may give the permissions back first. A symbolic
-            // link is never followed (AT_SYMLINK_NOFOLLOW refuses links).
-            if (::fchmodat(dirfd, name.c_str(), 0700, AT_SYMLINK_NOFOLLOW) == 0)
-                child.reset(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-            else
-                errno = EACCES;
-        }
-        if (!child) throw_errno("cannot open", shown_path + "/" + name);
-        // A directory without write or search permission (chmod 0 by the sandboxed command)
-        // cannot be emptied; give it back the permissions needed to remove it.
-        ::fchmod(child.get(), 0700);
-        return child;
+        directories.push_back(std::move(name));
     }
-    return {};
+    return directories;
+}
+
+// Opens a directory to empty it, given back the permissions that needs.
+static UniqueFd open_to_empty(int dirfd, const std::string& name, const std::string& shown) {
+    UniqueFd child(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!child && errno == EACCES) {
+        // A directory its owner made mode 0 (the sandboxed command, or overlayfs' work dirs)
+        // cannot even be opened: its owner may give the permissions back first. A symbolic
+        // link is never followed (AT_SYMLINK_NOFOLLOW refuses links).
+        if (::fchmodat(dirfd, name.c_str(), 0700, AT_SYMLINK_NOFOLLOW) == 0)
+            child.reset(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        else
+            errno = EACCES;
+    }
+    if (!child) throw_errno("cannot open", shown);
+    // A directory without write or search permission (chmod 0 by the sandboxed command)
+    // cannot be emptied; give it back the permissions needed to remove it.
+    ::fchmod(child.get(), 0700);
+    return child;
 }
 
 // Depth first, with one directory open at a time however deep the tree: a layer, or what a
-// sandbox left in its own, may nest more directories than a process may hold fds. The way back
-// up is "..", checked against the directory it must lead to.
+// sandbox left in its own, may nest more directories than a process may hold fds. Each level
+// keeps the names of the subdirectories it has still to empty; the way back up is "..", checked
+// against the directory it must lead to.
 void remove_contents(int dirfd, const std::string& shown_path) {
-    UniqueFd cur(::fcntl(dirfd, F_DUPFD_CLOEXEC, 0));
-    if (!cur) throw_errno("cannot duplicate directory fd", shown_path);
     struct Level {
-        std::string name;  // of the directory below, in this one
+        std::string name;  // in the level above ("" at the top)
         dev_t dev;
         ino_t ino;
+        std::vector<std::string> pending;  // subdirectories still to empty and remove
     };
-    std::vector<Level> down;
+    UniqueFd cur(::fcntl(dirfd, F_DUPFD_CLOEXEC, 0));
+    if (!cur) throw_errno("cannot duplicate directory fd", shown_path);
+    std::vector<Level> levels;
     std::string shown = shown_path;
+    auto enter = [&](std::string name) {
+        struct stat st;
+        if (::fstat(cur.get(), &st) != 0) throw_errno("cannot stat", shown);
+        levels.push_back({std::move(name), st.st_dev, st.st_ino, unlink_all_but_directories(cur.get(), shown)});
+    };
+    enter("");
     for (;;) {
-        std::string name;
-        if (UniqueFd child = first_subdirectory(cur.get(), shown, name)) {
-            struct stat st;
-            if (::fstat(cur.get(), &st) != 0) throw_errno("cannot stat", shown);
-            down.push_back({name, st.st_dev, st.st_ino});
-            shown += "/" + name;
+        Level& here = levels.back();
+        if (here.pending.empty()) here.pending = unlink_all_but_directories(cur.get(), shown);  // made meanwhile
+        if (!here.pending.empty()) {
+            std::string name = std::move(here.pending.back());
+            here.pending.pop_back();
+            UniqueFd child = open_to_empty(cur.get(), name, shown + "/" + name);
             cur = std::move(child);
+            shown += "/" + name;
+            enter(std::move(name));
             continue;
         }
-        if (down.empty()) return;
-        const Level up = down.back();
-        down.pop_back();
+        if (levels.size() == 1) return;
+        const std::string name = here.name;
+        levels.pop_back();
+        const Level& up = levels.back();
         UniqueFd parent(::openat(cur.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         struct stat st;
         if (!parent || ::fstat(parent.get(), &st) != 0) throw_errno("cannot open", shown + "/..");
-        shown.resize(shown.size() - up.name.size() - 1);
+        shown.resize(shown.size() - name.size() - 1);
         if (st.st_dev != up.dev || st.st_ino != up.ino)
             fail("the tree changed while it was being removed", shown, "remove what is left by hand");
         cur = std::move(parent);
-        if (::unlinkat(cur.get(), up.name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
-            throw_errno("cannot remove", shown + "/" + up.name);
+        if (::unlinkat(cur.get(), name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+            throw_errno("cannot remove", shown + "/" + name);
     }
 }
 
