@@ -540,7 +540,7 @@ Check check_directory(const std::string& name, const std::string& path, bool is_
         f.note(path + " (mode " + octal_mode(st.st_mode) + ")");
         if (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH))
             f.problem(Status::Warn, "other users may list or change it",
-                      std::string("chmod ") + (root && is_store ? "711 " : "700 ") + path +
+                      std::string("chmod ") + (root && is_store ? "710 " : "700 ") + path +
                           " (hutch does so on its next run)");
         space_at = path;
     } else if (errno == ENOENT) {

@@ -31,7 +31,8 @@ struct Globals {
 
 hutch::image::Store open_store(const Globals& g) {
     hutch::Paths paths = hutch::Paths::resolve(g.root);
-    paths.ensure(hutch::idmap::store_group(hutch::idmap::for_caller()));
+    // The caller's id map only matters to root's store (its group is the sandboxes').
+    paths.ensure(::geteuid() == 0 ? hutch::idmap::store_group(hutch::idmap::for_caller()) : ::getegid());
     return hutch::image::Store(paths);
 }
 

@@ -184,12 +184,13 @@ void remove_contents(int dirfd, const std::string& shown_path) {
     auto enter = [&](std::string name) {
         struct stat st;
         if (::fstat(cur.get(), &st) != 0) throw_errno("cannot stat", shown);
-        levels.push_back({std::move(name), st.st_dev, st.st_ino, unlink_all_but_directories(cur.get(), shown)});
+        levels.push_back({std::move(name), st.st_dev, st.st_ino, {}});  // listed by the loop
     };
     enter("");
     for (;;) {
         Level& here = levels.back();
-        if (here.pending.empty()) here.pending = unlink_all_but_directories(cur.get(), shown);  // made meanwhile
+        // Listed on entry, and once more when its subdirectories are gone (made meanwhile?).
+        if (here.pending.empty()) here.pending = unlink_all_but_directories(cur.get(), shown);
         if (!here.pending.empty()) {
             std::string name = std::move(here.pending.back());
             here.pending.pop_back();

@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -212,11 +211,8 @@ void check_expansion(struct archive* a, const std::string& file, uint64_t file_s
         fail("the archive expands to more than " + std::to_string(limits.max_bytes) + " bytes", file,
              "nothing was stored; load it from a file rather than a pipe, or decompress it first");
     }
-    if (n <= limits.ratio_applies_above || static_cast<double>(n) <= limits.max_ratio * static_cast<double>(file_size))
-        return;
-    char ratio[32];
-    std::snprintf(ratio, sizeof ratio, "%g", limits.max_ratio);
-    fail(std::string("the archive expands to more than ") + ratio + " times its compressed size: a decompression bomb",
+    if (!exceeds_ratio(limits, n, file_size)) return;
+    fail("the archive expands to more than " + ratio_text(limits) + " times its compressed size: a decompression bomb",
          file, "nothing was stored; load only archives from a source you trust");
 }
 

@@ -718,8 +718,10 @@ std::set<std::string> sandbox_layers(const std::string& root) {
         std::string text;
         try {
             text = fs::read_file(sandboxes + "/" + name + "/config.json");
-        } catch (const Error&) {
-            continue;  // a run's directory, which has no config
+        } catch (const Error& e) {
+            // A run's directory, which has no config, or no sandbox's directory (.sweep.lock).
+            if (e.error_number() == ENOENT || e.error_number() == ENOTDIR) continue;
+            throw;  // unread, its layers would be taken for unused
         }
         json config = json::parse(text, nullptr, false);
         if (!config.is_object() || !config.contains("lower_dirs") || !config["lower_dirs"].is_array()) continue;
@@ -774,6 +776,7 @@ int64_t Store::prune() {
         for (size_t i = first; i < std::min(candidates.size(), first + kBatch); ++i)
             if (FileLock pin = FileLock::try_acquire(pin_path(root_, candidates[i]), FileLock::Mode::Exclusive))
                 removing.emplace_back(candidates[i], std::move(pin));
+        if (removing.empty()) continue;
         const std::set<std::string> named = sandbox_layers(root_);
         for (auto& [name, pin] : removing) {
             if (named.count(name)) continue;
@@ -791,19 +794,20 @@ int64_t Store::prune() {
         remove_any_tree(path);
         freed += size;
     }
-    // Per-blob and per-layer lock files: nobody holds or waits on them, since every holder also
-    // holds writers.lock (shared), so removing them cannot split a lock in two.
-    for (const auto& name : list_dir(locks_dir(root_)))
-        if (name.rfind("blob-", 0) == 0 || name.rfind("layer-", 0) == 0)
-            ::unlink((locks_dir(root_) + "/" + name).c_str());
-    // Pins of layers that are gone (a run that failed to pin one leaves its file): unlinked under
-    // the lock, which a run checks for after it has locked.
     for (const auto& name : list_dir(locks_dir(root_))) {
+        const std::string path = locks_dir(root_) + "/" + name;
+        // Per-blob and per-layer lock files: nobody holds or waits on them, since every holder
+        // also holds writers.lock (shared), so removing them cannot split a lock in two.
+        if (name.rfind("blob-", 0) == 0 || name.rfind("layer-", 0) == 0) {
+            ::unlink(path.c_str());
+            continue;
+        }
+        // Pins of layers that are gone (a run that failed to pin one leaves its file): unlinked
+        // under the lock, which a run checks for after it has locked.
         if (name.rfind("pin-", 0) != 0 || name.size() < 9) continue;
         const std::string hex = name.substr(4, name.size() - 9);
         if (!is_hex64(hex) || fs::exists(layers_dir(root_) + "/" + hex)) continue;
-        const std::string pin = locks_dir(root_) + "/" + name;
-        if (FileLock held = FileLock::try_acquire(pin, FileLock::Mode::Exclusive)) ::unlink(pin.c_str());
+        if (FileLock held = FileLock::try_acquire(path, FileLock::Mode::Exclusive)) ::unlink(path.c_str());
     }
     return freed;
 }

@@ -231,11 +231,9 @@ private:
                            "", 0, "refusing to unpack it; raise the unpack size limit only for a trusted image");
             return false;
         }
-        if (bytes_ > limits_.ratio_applies_above &&
-            static_cast<double>(bytes_) > limits_.max_ratio * static_cast<double>(compressed_)) {
-            char ratio[32];
-            std::snprintf(ratio, sizeof ratio, "%g", limits_.max_ratio);
-            error_ = Error(label_ + ": expands to more than " + ratio + " times its compressed size of " + std::to_string(compressed_) +
+        if (exceeds_ratio(limits_, bytes_, compressed_)) {
+            error_ = Error(label_ + ": expands to more than " + ratio_text(limits_) + " times its compressed size of " +
+                               std::to_string(compressed_) +
                                " bytes: a decompression bomb",
                            "", 0, "refusing to unpack it; raise the unpack ratio limit only for a trusted image");
             return false;
@@ -815,6 +813,16 @@ void warn_skipped_devices(const std::string& label, const std::vector<std::strin
 }
 
 }  // namespace
+
+bool exceeds_ratio(const UnpackLimits& limits, uint64_t out, uint64_t in) {
+    return out > limits.ratio_applies_above && static_cast<double>(out) > limits.max_ratio * static_cast<double>(in);
+}
+
+std::string ratio_text(const UnpackLimits& limits) {
+    char ratio[32];
+    std::snprintf(ratio, sizeof ratio, "%g", limits.max_ratio);
+    return ratio;
+}
 
 UnpackResult unpack_layer(const std::string& blob_path, const std::string& dest, const UnpackLimits& limits,
                           int64_t compressed_size) {

@@ -113,15 +113,14 @@ int64_t size_value(const toml::node& n, const std::string& key, bool allow_unlim
             bytes = -1;
         } else {
             unsigned long long v = 0;
-            bool too_large = false;
             try {
                 v = parse_size(s, key);
             } catch (const Error& e) {
                 if (e.hint() != kSizeTooLarge)
                     bad(n.source(), key + " = \"" + s + "\" is not a size", "write a number with k, m, g or t, e.g. \"512m\"");
-                too_large = true;
+                v = ~0ULL;
             }
-            if (too_large || v > static_cast<unsigned long long>(INT64_MAX / 2)) bad(n.source(), key + " = \"" + s + "\" is too large");
+            if (v > static_cast<unsigned long long>(INT64_MAX / 2)) bad(n.source(), key + " = \"" + s + "\" is too large");
             bytes = static_cast<int64_t>(v);
         }
     } else {

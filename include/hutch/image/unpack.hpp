@@ -21,6 +21,11 @@ struct UnpackLimits {
     uint64_t ratio_applies_above = 256ULL << 20;
 };
 
+// Whether `out` bytes made from `in` compressed ones are a decompression bomb by `limits`, and
+// the ratio as their messages name it ("1000").
+bool exceeds_ratio(const UnpackLimits& limits, uint64_t out, uint64_t in);
+std::string ratio_text(const UnpackLimits& limits);
+
 struct UnpackResult {
     std::string diff_id;                       // sha256 of the uncompressed tar stream
     uint64_t bytes = 0;                        // uncompressed bytes read
