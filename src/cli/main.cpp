@@ -116,7 +116,10 @@ int main(int argc, char** argv) {
     // Started with 0-2 closed (by a daemon, or `>&-`), hutch's own pipes and locks would get
     // those numbers, and every dup2 onto stdio in the sandbox would clobber them.
     for (int fd = 0; fd < 3; ++fd)
-        if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF && ::open("/dev/null", O_RDWR) != fd) return hutch::kExitHutchError;
+        if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF && ::open("/dev/null", O_RDWR) != fd) {
+            std::perror("hutch: cannot open /dev/null on a closed standard fd");
+            return hutch::kExitHutchError;
+        }
     const int word_at = subcommand_index(argc, argv);
     const std::string word = word_at ? argv[word_at] : "";
     if (word == "pull" || word == "load" || word == "save" || word == "login" || word == "logout")

@@ -393,7 +393,9 @@ int report(const RunResult& r, const SandboxSpec& spec) {
 
 Paths prepare_paths(const GlobalOptions& g, bool sweep) {
     Paths paths = Paths::resolve(g.root);
-    const IdMap map = idmap::for_caller();
+    // The caller's map (passwd, /etc/subuid) is read only where it is used: root's store group,
+    // and the sweep (a run reads it again for its spec).
+    const IdMap map = sweep || ::geteuid() == 0 ? idmap::for_caller() : IdMap{};
     paths.ensure(idmap::store_group(map));
     if (sweep) state::sweep(paths, map);
     return paths;

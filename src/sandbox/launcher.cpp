@@ -197,7 +197,7 @@ struct Birth {
     Pipe sync;     // front end → init: "the id maps are written", and the seccomp program
     Pipe report;   // init and command → front end: setup failures
     Pipe status;   // init → front end: the exit status, written before init's own exit
-    Pipe unshared;   // init → front end: its network namespace exists ("1"); a run's overlay is up ("O")
+    Pipe unshared;   // init → front end: its namespaces exist ("1"); a run's overlay is up ("O")
     SocketPair tty;  // init → front end: the pty's master
     SocketPair lower_tree;  // front end → init: root's --rootfs, idmapped (mounts::idmapped_tree)
     SocketPair netns;  // front end → init: its network namespace (not with --network egress)
@@ -346,8 +346,8 @@ pid_t spawn_command(const ProcessContext& ctx, int* pidfd = nullptr) {
             mounts::enter_overlay_root(b.host, overlay_up);
         }
         trace("init: in the overlay root");
-        auto enter_network = [&b, network_by_front_end] {
-            if (!network_by_front_end) return;
+        std::function<void()> enter_network;  // --network egress: the init's own, made above
+        if (network_by_front_end) enter_network = [&b] {
             // EOF instead of the namespace: the front end could not make it (it reports why) or died.
             UniqueFd net = recv_fd(b.netns.child.get());
             if (!net) ::_exit(kExitHutchError);
@@ -545,7 +545,6 @@ pid_t clone_nested(Birth& b, int* pidfd) {
 struct NetworkHelper {
     int init_pidfd;
     int sock;
-    int netns = -1;  // in the front end's file table (CLONE_FILES)
     std::optional<Error> error;
 };
 
@@ -555,9 +554,10 @@ int network_helper_main(void* arg) {
         if (::setns(h->init_pidfd, CLONE_NEWUSER) != 0) throw_errno("cannot join the sandbox's user namespace");
         if (::unshare(CLONE_NEWNET) != 0)
             throw_errno("cannot create the sandbox's network namespace", "unshare", "see 'hutch doctor'");
-        h->netns = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-        if (h->netns < 0) throw_errno("cannot open the sandbox's network namespace", "/proc/thread-self/ns/net");
-        if (!send_fd(h->sock, h->netns)) throw_errno("cannot pass the network namespace to the sandbox");
+        // Closed before the helper exits: the file table is the front end's (CLONE_FILES).
+        UniqueFd netns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+        if (!netns) throw_errno("cannot open the sandbox's network namespace", "/proc/thread-self/ns/net");
+        if (!send_fd(h->sock, netns.get())) throw_errno("cannot pass the network namespace to the sandbox");
         bring_up_loopback();
     } catch (const Error& e) {
         h->error = e;
@@ -568,9 +568,8 @@ int network_helper_main(void* arg) {
 
 // Makes the network namespace of the init behind `init_pidfd` and sends it there on `sock`.
 void make_network_of(int init_pidfd, int sock) {
-    NetworkHelper h{init_pidfd, sock, -1, std::nullopt};
+    NetworkHelper h{init_pidfd, sock, std::nullopt};
     run_helper(network_helper_main, &h, 64 << 10);
-    UniqueFd netns(h.netns);
     if (h.error) throw *h.error;
 }
 

@@ -76,9 +76,11 @@ namespace {
 // /proc, /dev and /sys must be directories of the root itself: mount(2) follows a symlink the
 // image put there (a /dev -> / would have the tmpfs cover the whole root).
 static void ensure_fixed_mountpoint(const char* path) {
-    if (::mkdir(path, 0755) != 0 && errno != EEXIST) throw_errno("cannot create mount point", path);
     struct stat st;
-    if (::lstat(path, &st) != 0) throw_errno("cannot create mount point", path);
+    if (::lstat(path, &st) != 0) {
+        if (errno != ENOENT || ::mkdir(path, 0755) != 0) throw_errno("cannot create mount point", path);
+        return;
+    }
     if (!S_ISDIR(st.st_mode))
         fail(std::string("the image's ") + path + " is not a directory", path,
              S_ISLNK(st.st_mode) ? "it is a symbolic link; make it a directory in the image"
@@ -372,13 +374,13 @@ void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
     attach(detached.proc.get(), "/proc");
     ensure_fixed_mountpoint("/dev");
     setup_dev(detached, tty_gid_mapped, spec.process.tty);
-    // What is not under /sys first, while the network namespace may still be in the making.
+    // What is not under /sys first, while the network namespace may still be in the making (the
+    // read-only paths are all in /proc).
     auto in_sys = [](const std::string& path) { return path.rfind("/sys/", 0) == 0; };
     std::string empty_dir;
     for (const auto& p : masked_paths())
         if (!in_sys(p)) mask(p, empty_dir);
-    for (const auto& p : readonly_paths())
-        if (!in_sys(p)) make_readonly(p);
+    for (const auto& p : readonly_paths()) make_readonly(p);
     ensure_fixed_mountpoint("/sys");
     attach(detached.host_sys.get(), "/sys");
     if (enter_network) enter_network();
@@ -400,8 +402,6 @@ void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
     trace("init: sys");
     for (const auto& p : masked_paths())
         if (in_sys(p)) mask(p, empty_dir);
-    for (const auto& p : readonly_paths())
-        if (in_sys(p)) make_readonly(p);
     for (size_t i = 0; i < spec.binds.size(); ++i) {
         const auto& b = spec.binds[i];
         UniqueFd dest = open_destination(b.destination, is_dir_fd(detached.binds[i].get()), "-v");

@@ -231,6 +231,7 @@ void sweep(const Paths& paths, const IdMap& map) {
         std::string name = e->d_name;
         if (name[0] == '.' || e->d_type != DT_DIR) continue;
         std::string dir = dir_of(paths, name);
+        if (fs::exists(dir + "/config.json")) continue;  // persistent, and so for good: no lock needed
         try {
             FileLock l = FileLock::try_acquire_directory(dir);
             // A config makes it persistent, removed only by 'hutch rm'. Looked for under the
