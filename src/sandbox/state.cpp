@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <string_view>
 #include <nlohmann/json.hpp>
 
 #include "hutch/core/error.hpp"
@@ -84,12 +86,21 @@ static void ensure_mount_point(const Scratch& s) {
         throw_errno("cannot create the mount point", s.mount_point);
 }
 
+// The spare of one owner: a sandbox of root's may map another range than the last one did.
+static std::string spare_path(const std::string& sandboxes, uid_t owner_uid, gid_t owner_gid) {
+    return sandboxes + "/.spare-" + std::to_string(owner_uid) + "-" + std::to_string(owner_gid);
+}
+static constexpr std::string_view kSpareInProgress = ".spare-new-";
+
 void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     const std::string parent = s.dir.substr(0, s.dir.rfind('/'));
     const std::string name = s.dir.substr(parent.size() + 1);
     FileLock guard = FileLock::acquire(parent + "/.sweep.lock", FileLock::Mode::Shared);
     ensure_mount_point(s);
-    if (::mkdir(s.dir.c_str(), 0700) != 0) {
+    // Of two runs after the same spare, one gets it and the other ENOENT; an existing name EEXIST.
+    s.layers_made = s.writable && ::renameat2(AT_FDCWD, spare_path(parent, owner_uid, owner_gid).c_str(), AT_FDCWD,
+                                              s.dir.c_str(), RENAME_NOREPLACE) == 0;
+    if (!s.layers_made && ::mkdir(s.dir.c_str(), 0700) != 0) {
         if (errno == EEXIST)
             fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
         throw_errno("cannot create sandbox directory", s.dir);
@@ -97,7 +108,8 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     try {
         s.lock = FileLock::acquire_directory(s.dir);
         // The sandbox's root (another uid when hutch runs as root) must reach its layers.
-        if (::geteuid() == 0 && ::chown(s.dir.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", s.dir);
+        if (!s.layers_made && ::geteuid() == 0 && ::chown(s.dir.c_str(), owner_uid, owner_gid) != 0)
+            throw_errno("cannot chown", s.dir);
     } catch (...) {
         fs::remove_tree(s.dir);
         throw;
@@ -105,6 +117,7 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
 }
 
 void create_layers(const Scratch& s, uid_t owner_uid, gid_t owner_gid) {
+    if (s.layers_made) return;
     // upper/ becomes the mode of the sandbox's "/" (0755, like an image's root); the sandbox
     // directory around it stays 0700. What is left on failure goes with remove_scratch.
     for (const std::string& d : {s.upper(), s.work()}) {
@@ -121,6 +134,29 @@ void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     } catch (...) {
         fs::remove_tree(s.dir);
         throw;
+    }
+}
+
+void make_spare(const Paths& paths, uid_t owner_uid, gid_t owner_gid) {
+    const std::string sandboxes = paths.sandboxes_storage();
+    const std::string spare = spare_path(sandboxes, owner_uid, owner_gid);
+    if (fs::exists(spare)) return;
+    Scratch s;
+    s.dir = sandboxes + "/" + std::string(kSpareInProgress) + std::to_string(::getpid());
+    try {
+        // Held while the spare is unfinished: a sweep removes unfinished spares a crash left.
+        // Not waited for: the run's supervision (signals, --timeout) starts after this.
+        FileLock guard = FileLock::try_acquire(sweep_lock_path(paths), FileLock::Mode::Shared);
+        if (!guard || ::mkdir(s.dir.c_str(), 0700) != 0) return;
+        if (::geteuid() == 0 && ::chown(s.dir.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", s.dir);
+        create_layers(s, owner_uid, owner_gid);
+        // Another run's spare may have come first.
+        if (::renameat2(AT_FDCWD, s.dir.c_str(), AT_FDCWD, spare.c_str(), RENAME_NOREPLACE) == 0) return;
+    } catch (const Error&) {
+    }
+    try {
+        fs::remove_tree(s.dir);
+    } catch (const Error&) {
     }
 }
 
@@ -227,10 +263,13 @@ void sweep(const Paths& paths, const IdMap& map) {
     // Each stale directory stays locked until it is gone: a sandbox of that name made meanwhile
     // would otherwise be taken for it.
     std::vector<std::pair<std::string, FileLock>> stale;
+    std::vector<std::string> unfinished;  // spares a crash left half made (made under the shared lock)
     while (struct dirent* e = ::readdir(d)) {
         std::string name = e->d_name;
-        if (name[0] == '.' || e->d_type != DT_DIR) continue;
+        if (e->d_type != DT_DIR) continue;
         std::string dir = dir_of(paths, name);
+        if (name.rfind(kSpareInProgress, 0) == 0) unfinished.push_back(dir);
+        if (name[0] == '.') continue;
         if (fs::exists(dir + "/config.json")) continue;  // persistent, and so for good: no lock needed
         try {
             FileLock l = FileLock::try_acquire_directory(dir);
@@ -243,6 +282,12 @@ void sweep(const Paths& paths, const IdMap& map) {
         }
     }
     ::closedir(d);
+    for (const auto& dir : unfinished) {
+        try {
+            remove_scratch(dir, map);
+        } catch (const Error&) {
+        }
+    }
     for (const auto& [dir, lock] : stale) {
         try {
             cgroup::remove_stale(cgroup::name_for(paths, dir.substr(dir.rfind('/') + 1)));

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from hutchlib import assert_hutch_error, ok
+from hutchlib import assert_hutch_error, kill_quietly, ok, wait_until
 
 
 def user_dir(h, name):
@@ -89,6 +89,48 @@ def test_the_sandboxes_directory_spreads_its_layers_over_the_filesystem(h):
         pytest.skip(f"the test directory's filesystem has no directory flags ({e.strerror})")
     assert h("run", "true").returncode == 0
     assert dir_flags(h.root / "sandboxes") & FS_TOPDIR_FL
+
+
+def spares(h) -> list[str]:
+    return sorted(n for n in os.listdir(h.root / "sandboxes") if n.startswith(".spare-"))
+
+
+def test_a_run_starts_in_the_directory_the_previous_run_made_ready(h):
+    # A sandbox's directory (with upper/ and work/) is made by the run before, while its own
+    # sandbox runs, and taken by the next with a rename: ext4 scans every block group for a
+    # directory made in the sandboxes' directory (chattr +T), on the start's critical path before.
+    ok(h.sh("echo leftover > /file"))
+    assert len(spares(h)) == 1, spares(h)
+    spare = h.root / "sandboxes" / spares(h)[0]
+    assert sorted(os.listdir(spare)) == ["upper", "work"]
+    assert os.listdir(spare / "upper") == [] and os.listdir(spare / "work") == []
+    taken = os.stat(spare).st_ino
+    p = h.popen("run", "--name", "second", "--", "sh", "-c", "cat /file; sleep 100",
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        second = h.root / "sandboxes" / "second"
+        made = lambda: spares(h) and os.stat(h.root / "sandboxes" / spares(h)[0]).st_ino != taken
+        assert wait_until(lambda: second.is_dir() and made(), 20), f"no new spare: {spares(h)}"
+        assert os.stat(second).st_ino == taken
+    finally:
+        kill_quietly(p)
+    out = p.communicate(timeout=10)[0]
+    # The spare is new, not a used directory: nothing of the first run is in it.
+    assert "leftover" not in out and "No such file" in out, out
+    ok(h("run", "--", "true"))  # sweeps the killed run's directory
+    assert h.sandbox_dirs() == [] and len(spares(h)) == 1, (h.sandbox_dirs(), spares(h))
+
+
+def test_a_spare_a_crash_left_half_made_is_swept(h):
+    ok(h("run", "--", "true"))
+    half = h.root / "sandboxes" / ".spare-new-999999"
+    (half / "upper").mkdir(parents=True)
+    for path in (half, half / "upper"):
+        if h.mode.switch:
+            os.chown(path, h.mode.uid, h.mode.gid)
+    ok(h("run", "--", "true"))
+    assert not half.exists()
+    assert len(spares(h)) == 1, spares(h)
 
 
 def test_roots_store_is_closed_to_other_users(hroot):
