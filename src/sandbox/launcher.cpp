@@ -1039,7 +1039,8 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
         }
         birth.host = mounts::HostSide();
         // The next run's directory, while this one's init populates its root on the other CPU.
-        if (scratch.writable) state::make_spare(paths, owner_uid, owner_gid);
+        state::drop_unused_layers(scratch);
+        state::make_spare(paths, owner_uid, owner_gid);
         UniqueFd master;
         // The init sends the pty's master once /dev/pts exists; EOF if setup failed first.
         if (spec.process.tty) master = recv_fd(birth.tty.parent.get());

@@ -98,8 +98,9 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     FileLock guard = FileLock::acquire(parent + "/.sweep.lock", FileLock::Mode::Shared);
     ensure_mount_point(s);
     // Of two runs after the same spare, one gets it and the other ENOENT; an existing name EEXIST.
-    s.layers_made = s.writable && ::renameat2(AT_FDCWD, spare_path(parent, owner_uid, owner_gid).c_str(), AT_FDCWD,
-                                              s.dir.c_str(), RENAME_NOREPLACE) == 0;
+    // (A run without a writable layer takes it too, and leaves its upper/ and work/ unused.)
+    s.layers_made = ::renameat2(AT_FDCWD, spare_path(parent, owner_uid, owner_gid).c_str(), AT_FDCWD, s.dir.c_str(),
+                                RENAME_NOREPLACE) == 0;
     if (!s.layers_made && ::mkdir(s.dir.c_str(), 0700) != 0) {
         if (errno == EEXIST)
             fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
@@ -231,6 +232,14 @@ static bool remove_empty_skeleton(const std::string& dir) {
     UniqueFd work = dir_at(d.get(), "work");
     if (work ? !gone(work.get(), "work") : errno != ENOENT) return false;
     return gone(d.get(), "work") && ::rmdir(dir.c_str()) == 0;
+}
+
+void drop_unused_layers(const Scratch& s) {
+    if (s.writable || !s.layers_made) return;
+    UniqueFd d = dir_at(AT_FDCWD, s.dir.c_str());
+    if (!d) return;
+    (void)::unlinkat(d.get(), "upper", AT_REMOVEDIR);
+    (void)::unlinkat(d.get(), "work", AT_REMOVEDIR);
 }
 
 void remove_scratch(const std::string& dir, const IdMap& map) {

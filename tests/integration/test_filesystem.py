@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import _copy_tree
-from hutchlib import ROOTFS_SRC, describe, guarded, kill_quietly, ok
+from hutchlib import ROOTFS_SRC, describe, guarded, kill_quietly, ok, wait_until
 
 
 def test_writes_never_reach_the_base(h):
@@ -214,7 +214,11 @@ def _root_fstype(mountinfo: str) -> str:
 def test_read_only_root_of_one_layer_is_a_bind_without_a_writable_layer(h):
     """--read-only over one layer with every mount point present: the layer itself, bound
     read-only, and no writable layer on the host (the sandbox's directory, which reserves its
-    name, stays empty)."""
+    name, stays empty: the empty upper/ and work/ of the spare it was made from go while it
+    runs)."""
+    ok(h("run", "--", "true"))  # makes the spare
+    [spare] = [n for n in os.listdir(h.root / "sandboxes") if n.startswith(".spare-")]
+    spare_ino = os.stat(h.root / "sandboxes" / spare).st_ino
     p = h.popen("run", "-i", "--read-only", "--name", "robind", "--", "sh", "-c",
                 "exec 2>&1; " + h.guard + "if touch /x; then echo CREATED-ROOT; fi; "
                 "cat /proc/self/mountinfo; echo READY; read line", stdout=subprocess.PIPE,
@@ -226,7 +230,9 @@ def test_read_only_root_of_one_layer_is_a_bind_without_a_writable_layer(h):
             assert line, out
             out += line
         assert h.sandbox_dirs() == ["robind"], h.sandbox_dirs()  # while it runs
-        assert os.listdir(h.root / "sandboxes" / "robind") == []
+        robind = h.root / "sandboxes" / "robind"
+        assert os.stat(robind).st_ino == spare_ino
+        assert wait_until(lambda: os.listdir(robind) == [], 10), os.listdir(robind)
         p.stdin.write("done\n")
         p.stdin.flush()
         assert p.wait(timeout=30) == 0

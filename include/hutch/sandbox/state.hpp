@@ -55,6 +55,10 @@ void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid);
 Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_uid, gid_t owner_gid);
 // Takes the lock of an existing sandbox directory (to start it again).
 Scratch open_scratch(const Paths& paths, const std::string& name);
+// A spare taken by a run without a writable layer: its empty upper/ and work/ are removed while
+// the sandbox runs rather than after it. (On an ext4 mounted with `discard` and without a
+// journal, as this project's VM has, each directory removed waits for a discard of its block.)
+void drop_unused_layers(const Scratch& s);
 // Removes a sandbox directory whatever its files' owners (subordinate ids included).
 void remove_scratch(const std::string& dir, const IdMap& map);
 // Empties upper/ from inside the sandbox (its root may remove what it created). work/ is left to
