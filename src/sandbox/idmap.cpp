@@ -29,6 +29,9 @@ static std::optional<uint32_t> to_host(const std::vector<IdRange>& ranges, uint3
 bool IdMap::maps_uid(uint32_t inside) const { return to_host(uids, inside).has_value(); }
 bool IdMap::maps_gid(uint32_t inside) const { return to_host(gids, inside).has_value(); }
 std::optional<uint32_t> IdMap::host_uid(uint32_t inside) const { return to_host(uids, inside); }
+std::pair<uint32_t, uint32_t> IdMap::root_owner() const {
+    return {host_uid(0).value_or(::geteuid()), host_gid(0).value_or(::getegid())};
+}
 std::optional<uint32_t> IdMap::host_gid(uint32_t inside) const { return to_host(gids, inside); }
 
 namespace idmap {

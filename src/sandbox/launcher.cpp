@@ -837,10 +837,6 @@ void prepare_birth(Birth& b, const SandboxSpec& spec, const Security& security, 
     b.unshared = Pipe::make();
 }
 
-std::pair<uid_t, gid_t> sandbox_root_owner(const IdMap& map) {
-    return {map.host_uid(0).value_or(::geteuid()), map.host_gid(0).value_or(::getegid())};
-}
-
 // Waits until a persistent sandbox's init closes its report pipe (ready) or reports a failure.
 // A setup that hangs (a lower layer on a dead NFS server, say) can still be interrupted: the
 // caller has blocked the forwarded signals, which are read here.
@@ -976,7 +972,7 @@ RunResult run_sandbox(const SandboxSpec& spec, const Paths& paths, const policy:
     // The seccomp program is loaded while the init makes its namespaces (below).
     Security security;
     security.caps = caps::resolve(spec.process.cap_add, spec.process.cap_drop);
-    auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
+    auto [owner_uid, owner_gid] = spec.idmap.root_owner();
     state::Scratch scratch = state::plan_scratch(paths, spec.name);
     bool scratch_made = false;
     RunResult result;
@@ -1136,7 +1132,7 @@ void create_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::E
     check_layers(spec);
     Security security = resolve_security(spec, paths);  // a bad profile is refused before anything exists
     refuse_traceable_egress(spec, security, egress_rules);
-    auto [owner_uid, owner_gid] = sandbox_root_owner(spec.idmap);
+    auto [owner_uid, owner_gid] = spec.idmap.root_owner();
     {
         state::Scratch scratch = state::create_scratch(paths, spec.name, owner_uid, owner_gid);
         try {

@@ -87,10 +87,18 @@ static void ensure_mount_point(const Scratch& s) {
 }
 
 // The spare of one owner: a sandbox of root's may map another range than the last one did.
-static std::string spare_path(const std::string& sandboxes, uid_t owner_uid, gid_t owner_gid) {
-    return sandboxes + "/.spare-" + std::to_string(owner_uid) + "-" + std::to_string(owner_gid);
+static std::string spare_name(uid_t owner_uid, gid_t owner_gid) {
+    return ".spare-" + std::to_string(owner_uid) + "-" + std::to_string(owner_gid);
 }
 static constexpr std::string_view kSpareInProgress = ".spare-new-";
+
+// Gives the directory behind `fd` exactly `mode` (whatever the umask) and, as root, to
+// `uid`/`gid`: through its fd, never through a path a sandbox of the same ids could turn into a
+// link meanwhile.
+static void set_mode_and_owner(int fd, mode_t mode, uid_t uid, gid_t gid, const std::string& shown) {
+    if (::fchmod(fd, mode) != 0) throw_errno("cannot chmod", shown);
+    if (::geteuid() == 0 && ::fchown(fd, uid, gid) != 0) throw_errno("cannot chown", shown);
+}
 
 void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     const std::string parent = s.dir.substr(0, s.dir.rfind('/'));
@@ -98,9 +106,9 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     FileLock guard = FileLock::acquire(parent + "/.sweep.lock", FileLock::Mode::Shared);
     ensure_mount_point(s);
     // Of two runs after the same spare, one gets it and the other ENOENT; an existing name EEXIST.
-    // (A run without a writable layer takes it too, and leaves its upper/ and work/ unused.)
-    s.layers_made = ::renameat2(AT_FDCWD, spare_path(parent, owner_uid, owner_gid).c_str(), AT_FDCWD, s.dir.c_str(),
-                                RENAME_NOREPLACE) == 0;
+    // (A run without a writable layer takes it too: drop_unused_layers.)
+    s.layers_made = ::renameat2(AT_FDCWD, (parent + "/" + spare_name(owner_uid, owner_gid)).c_str(), AT_FDCWD,
+                                s.dir.c_str(), RENAME_NOREPLACE) == 0;
     if (!s.layers_made && ::mkdir(s.dir.c_str(), 0700) != 0) {
         if (errno == EEXIST)
             fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
@@ -108,9 +116,9 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     }
     try {
         s.lock = FileLock::acquire_directory(s.dir);
-        // The sandbox's root (another uid when hutch runs as root) must reach its layers.
-        if (!s.layers_made && ::geteuid() == 0 && ::chown(s.dir.c_str(), owner_uid, owner_gid) != 0)
-            throw_errno("cannot chown", s.dir);
+        // The sandbox's root (another uid when hutch runs as root) must reach its layers. (A
+        // spare is root's own until taken: no sandbox reaches into it before.)
+        set_mode_and_owner(s.lock.fd(), 0700, owner_uid, owner_gid, s.dir);
     } catch (...) {
         fs::remove_tree(s.dir);
         throw;
@@ -119,12 +127,16 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
 
 void create_layers(const Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     if (s.layers_made) return;
+    UniqueFd dir(::open(s.dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir) throw_errno("cannot open", s.dir);
     // upper/ becomes the mode of the sandbox's "/" (0755, like an image's root); the sandbox
     // directory around it stays 0700. What is left on failure goes with remove_scratch.
-    for (const std::string& d : {s.upper(), s.work()}) {
-        if (::mkdir(d.c_str(), d == s.upper() ? 0755 : 0700) != 0) throw_errno("cannot create directory", d);
-        if (d == s.upper() && ::chmod(d.c_str(), 0755) != 0) throw_errno("cannot chmod", d);
-        if (::geteuid() == 0 && ::chown(d.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", d);
+    for (auto [name, mode] : {std::pair{"upper", 0755}, std::pair{"work", 0700}}) {
+        const std::string shown = s.dir + "/" + name;
+        if (::mkdirat(dir.get(), name, static_cast<mode_t>(mode)) != 0) throw_errno("cannot create directory", shown);
+        UniqueFd fd(::openat(dir.get(), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) throw_errno("cannot open", shown);
+        set_mode_and_owner(fd.get(), static_cast<mode_t>(mode), owner_uid, owner_gid, shown);
     }
 }
 
@@ -140,16 +152,17 @@ void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
 
 void make_spare(const Paths& paths, uid_t owner_uid, gid_t owner_gid) {
     const std::string sandboxes = paths.sandboxes_storage();
-    const std::string spare = spare_path(sandboxes, owner_uid, owner_gid);
+    const std::string spare = sandboxes + "/" + spare_name(owner_uid, owner_gid);
     if (fs::exists(spare)) return;
     Scratch s;
     s.dir = sandboxes + "/" + std::string(kSpareInProgress) + std::to_string(::getpid());
+    // Held while the spare is unfinished: a sweep removes unfinished spares a crash left. Not
+    // waited for: the run's supervision (signals, --timeout) starts after this.
+    FileLock guard = FileLock::try_acquire(sweep_lock_path(paths), FileLock::Mode::Shared);
+    if (!guard || ::mkdir(s.dir.c_str(), 0700) != 0) return;
     try {
-        // Held while the spare is unfinished: a sweep removes unfinished spares a crash left.
-        // Not waited for: the run's supervision (signals, --timeout) starts after this.
-        FileLock guard = FileLock::try_acquire(sweep_lock_path(paths), FileLock::Mode::Shared);
-        if (!guard || ::mkdir(s.dir.c_str(), 0700) != 0) return;
-        if (::geteuid() == 0 && ::chown(s.dir.c_str(), owner_uid, owner_gid) != 0) throw_errno("cannot chown", s.dir);
+        // Its own directory stays the caller's (root's) until a run takes it, its layers are the
+        // sandbox's root's.
         create_layers(s, owner_uid, owner_gid);
         // Another run's spare may have come first.
         if (::renameat2(AT_FDCWD, s.dir.c_str(), AT_FDCWD, spare.c_str(), RENAME_NOREPLACE) == 0) return;
@@ -272,12 +285,15 @@ void sweep(const Paths& paths, const IdMap& map) {
     // Each stale directory stays locked until it is gone: a sandbox of that name made meanwhile
     // would otherwise be taken for it.
     std::vector<std::pair<std::string, FileLock>> stale;
-    std::vector<std::string> unfinished;  // spares a crash left half made (made under the shared lock)
+    // Spares a crash left half made (made under the shared lock), and spares of other owners (of
+    // another id range, or a user's under another group): nothing takes those.
+    std::vector<std::string> unwanted;
+    const std::string own_spare = spare_name(map.root_owner().first, map.root_owner().second);
     while (struct dirent* e = ::readdir(d)) {
         std::string name = e->d_name;
         if (e->d_type != DT_DIR) continue;
         std::string dir = dir_of(paths, name);
-        if (name.rfind(kSpareInProgress, 0) == 0) unfinished.push_back(dir);
+        if (name.rfind(".spare-", 0) == 0 && name != own_spare) unwanted.push_back(dir);
         if (name[0] == '.') continue;
         if (fs::exists(dir + "/config.json")) continue;  // persistent, and so for good: no lock needed
         try {
@@ -291,7 +307,7 @@ void sweep(const Paths& paths, const IdMap& map) {
         }
     }
     ::closedir(d);
-    for (const auto& dir : unfinished) {
+    for (const auto& dir : unwanted) {
         try {
             remove_scratch(dir, map);
         } catch (const Error&) {

@@ -51,7 +51,7 @@ def _sequential_runs_leave_nothing(h):
     assert h.sandbox_dirs() == [], f"sandbox directories left: {h.sandbox_dirs()}"
     # Besides the lock and the mount point, only the next run's directory, made ready.
     extra = sorted(set(os.listdir(h.root / "sandboxes")) - {".sweep.lock", ".root"})
-    assert len(extra) == 1 and extra[0].startswith(".spare-"), extra
+    assert len(extra) == 1 and extra[0].startswith(".spare-") and not extra[0].startswith(".spare-new-"), extra
     assert h.state_files() == [], f"state files left: {h.state_files()}"
     # The store holds the one busybox layer and nothing from the runs; its temp dir is empty.
     assert len(os.listdir(h.root / "layers")) == 1, os.listdir(h.root / "layers")

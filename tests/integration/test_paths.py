@@ -92,7 +92,19 @@ def test_the_sandboxes_directory_spreads_its_layers_over_the_filesystem(h):
 
 
 def spares(h) -> list[str]:
-    return sorted(n for n in os.listdir(h.root / "sandboxes") if n.startswith(".spare-"))
+    """The finished spares (a run makes one as .spare-new-PID, then renames it)."""
+    return sorted(n for n in os.listdir(h.root / "sandboxes")
+                  if n.startswith(".spare-") and not n.startswith(".spare-new-"))
+
+
+def spare_ino(h):
+    """The inode of the spare, or None while there is none."""
+    for name in spares(h):
+        try:
+            return os.stat(h.root / "sandboxes" / name).st_ino
+        except FileNotFoundError:  # taken meanwhile
+            pass
+    return None
 
 
 def test_a_run_starts_in_the_directory_the_previous_run_made_ready(h):
@@ -104,14 +116,20 @@ def test_a_run_starts_in_the_directory_the_previous_run_made_ready(h):
     spare = h.root / "sandboxes" / spares(h)[0]
     assert sorted(os.listdir(spare)) == ["upper", "work"]
     assert os.listdir(spare / "upper") == [] and os.listdir(spare / "work") == []
-    taken = os.stat(spare).st_ino
+    # The caller's own until taken (root's: no sandbox of the same ids reaches into it), with
+    # layers of the sandbox's root.
+    st = os.stat(spare)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid() if not h.mode.switch else h.mode.uid, 0o700)
+    assert os.stat(spare / "upper").st_uid == h.mode.sandbox_root_uid
+    taken = st.st_ino
     p = h.popen("run", "--name", "second", "--", "sh", "-c", "cat /file; sleep 100",
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         second = h.root / "sandboxes" / "second"
-        made = lambda: spares(h) and os.stat(h.root / "sandboxes" / spares(h)[0]).st_ino != taken
+        made = lambda: spare_ino(h) not in (None, taken)
         assert wait_until(lambda: second.is_dir() and made(), 20), f"no new spare: {spares(h)}"
         assert os.stat(second).st_ino == taken
+        assert os.stat(second).st_uid == h.mode.sandbox_root_uid
     finally:
         kill_quietly(p)
     out = p.communicate(timeout=10)[0]
@@ -121,15 +139,44 @@ def test_a_run_starts_in_the_directory_the_previous_run_made_ready(h):
     assert h.sandbox_dirs() == [] and len(spares(h)) == 1, (h.sandbox_dirs(), spares(h))
 
 
-def test_a_spare_a_crash_left_half_made_is_swept(h):
+def test_create_takes_the_spare_too(h):
     ok(h("run", "--", "true"))
-    half = h.root / "sandboxes" / ".spare-new-999999"
-    (half / "upper").mkdir(parents=True)
-    for path in (half, half / "upper"):
-        if h.mode.switch:
-            os.chown(path, h.mode.uid, h.mode.gid)
+    taken = spare_ino(h)
+    ok(h("create", "--name", "box"))
+    try:
+        assert os.stat(h.root / "sandboxes" / "box").st_ino == taken
+        assert ok(h("exec", "box", "--", "sh", "-c", "echo kept > /f; cat /f")).stdout == "kept\n"
+    finally:
+        h("rm", "-f", "box")
+
+
+def test_an_odd_umask_breaks_neither_its_run_nor_the_next(h):
+    # The directories get exact modes: under umask 0177 mkdir makes them without search
+    # permission, and the run that took such a spare (or made such a directory) could not mount.
+    old = os.umask(0o177)
+    try:
+        ok(h("run", "--", "true"))
+    finally:
+        os.umask(old)
+    ok(h.sh("echo fine > /f && cat /f"))
+    for name in spares(h):
+        spare = h.root / "sandboxes" / name
+        assert stat.S_IMODE(os.stat(spare / "upper").st_mode) == 0o755
+        assert stat.S_IMODE(os.stat(spare / "work").st_mode) == 0o700
+
+
+def test_spares_nothing_takes_are_swept(h):
+    # One a crash left half made, and one of another owner (root's sandboxes under another id
+    # range, a user's under another group).
     ok(h("run", "--", "true"))
-    assert not half.exists()
+    unwanted = [h.root / "sandboxes" / ".spare-new-999999", h.root / "sandboxes" / ".spare-4242-4242"]
+    for d in unwanted:
+        (d / "upper").mkdir(parents=True)
+        for path in (d, d / "upper"):
+            if h.mode.switch:
+                os.chown(path, h.mode.uid, h.mode.gid)
+    ok(h("run", "--", "true"))
+    assert not any(d.exists() for d in unwanted)
     assert len(spares(h)) == 1, spares(h)
 
 

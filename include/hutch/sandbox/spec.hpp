@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,8 @@ struct IdMap {
     // Host id that appears as `inside` in the sandbox, if mapped.
     std::optional<uint32_t> host_uid(uint32_t inside) const;
     std::optional<uint32_t> host_gid(uint32_t inside) const;
+    // Who owns a sandbox's directories on the host: its root, or the caller where 0 is unmapped.
+    std::pair<uint32_t, uint32_t> root_owner() const;
 };
 
 struct BindMount {

@@ -7,6 +7,8 @@
 // config.json means a crashed run left it.
 // <storage>/sandboxes/.root is the overlay's mount point before pivot_root, shared by every
 // sandbox (each mounts on it in its own mount namespace): nothing to create or remove per run.
+// <storage>/sandboxes/.spare-UID-GID is the next run's directory, made ready (make_spare), and
+// .sweep.lock is taken shared by whoever makes a directory there, exclusively by the sweep.
 // A persistent sandbox's live state (init pid and its start time) is <state>/sandboxes/<name>.json.
 #pragma once
 
@@ -44,15 +46,15 @@ Scratch plan_scratch(const Paths& paths, const std::string& name);
 void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid);
 // upper/ and work/ in a reserved directory (nothing when it was a spare).
 void create_layers(const Scratch& s, uid_t owner_uid, gid_t owner_gid);
-// Makes a spare sandbox directory for the next run of the same owner, unless there is one: an
-// empty directory with upper/ and work/ that reserve_scratch takes with one rename, instead of
-// three mkdir calls on the start's critical path (with the sandboxes' directory marked as a top
-// of hierarchies, ext4 scans all its block groups for each new directory there). A run makes it
-// while its sandbox runs. Best effort: never fails.
-void make_spare(const Paths& paths, uid_t owner_uid, gid_t owner_gid);
 // Both of the above.
 void create_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid);
 Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_uid, gid_t owner_gid);
+// Makes a spare sandbox directory for the next run of the same owner, unless there is one: an
+// empty directory (the caller's own until taken) with upper/ and work/, which reserve_scratch
+// takes with one rename instead of three mkdir calls on the start's critical path (with the
+// sandboxes' directory marked as a top of hierarchies, ext4 compares all its block groups for
+// each new directory there). A run makes it while its sandbox runs. Best effort: never fails.
+void make_spare(const Paths& paths, uid_t owner_uid, gid_t owner_gid);
 // Takes the lock of an existing sandbox directory (to start it again).
 Scratch open_scratch(const Paths& paths, const std::string& name);
 // A spare taken by a run without a writable layer: its empty upper/ and work/ are removed while
