@@ -169,8 +169,19 @@ static void wait_helper(pid_t child, const char* helper) {
              "check your ranges in /etc/subuid and /etc/subgid, and that uidmap is installed");
 }
 
+// newuidmap and newgidmap refuse a caller whose real group is not its login group (as under sg
+// or newgrp: "Target process ... is owned by a different user"); said plainly before they run.
+static void check_login_group() {
+    struct passwd* pw = ::getpwuid(::getuid());
+    if (!pw || pw->pw_gid == ::getgid()) return;
+    fail("newuidmap and newgidmap map your subordinate ids only from your login group",
+         "your group is " + std::to_string(::getgid()) + ", your login group " + std::to_string(pw->pw_gid),
+         "run hutch from a shell of your login group, not under sg or newgrp");
+}
+
 Writer::Writer(pid_t pid, const IdMap& map) {
     if (map.use_helpers) {
+        check_login_group();
         // Both helpers run at once: each is a setuid exec costing about a millisecond.
         uid_helper_ = spawn_helper("/usr/bin/newuidmap", pid, map.uids);
         try {

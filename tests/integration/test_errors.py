@@ -1,4 +1,6 @@
 """Bad input: exit 125 and exactly one line on stderr, 'hutch: ...', naming the problem."""
+import subprocess
+
 import pytest
 
 from hutchlib import assert_hutch_error
@@ -131,3 +133,23 @@ def test_bad_env(h):
     assert_hutch_error(h("run", "-e", "=value", "--", "true"), "=value")
     assert_hutch_error(h("run", "--env-file", "/nonexistent/file.env", "--", "true"), "/nonexistent/file.env")
 
+
+
+def test_a_user_outside_their_login_group_gets_a_clear_error(world):
+    # newuidmap and newgidmap refuse a process whose real group is not the user's login group (as
+    # under sg or newgrp), with a message about "a different user"; hutch says what is wrong.
+    from conftest import _make_hutch
+    h = _make_hutch(world, "subuid")
+    try:
+        if h.mode.skip_reason:
+            pytest.skip(h.mode.skip_reason)
+        if not h.mode.switch:
+            pytest.skip("needs root to start hutch as hutch-t-sub under another group")
+        other = 65534 if h.mode.gid != 65534 else 100
+        argv = ["setpriv", f"--reuid={h.mode.uid}", f"--regid={other}", "--clear-groups", "--",
+                world.bin, "--root", str(h.root), "run", "--rootfs", world.rootfs, "--", "true"]
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=h.environ(),
+                            stdin=subprocess.DEVNULL)
+        assert_hutch_error(cp, "login group", str(other))
+    finally:
+        h.cleanup()
