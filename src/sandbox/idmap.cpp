@@ -29,10 +29,10 @@ static std::optional<uint32_t> to_host(const std::vector<IdRange>& ranges, uint3
 bool IdMap::maps_uid(uint32_t inside) const { return to_host(uids, inside).has_value(); }
 bool IdMap::maps_gid(uint32_t inside) const { return to_host(gids, inside).has_value(); }
 std::optional<uint32_t> IdMap::host_uid(uint32_t inside) const { return to_host(uids, inside); }
+std::optional<uint32_t> IdMap::host_gid(uint32_t inside) const { return to_host(gids, inside); }
 std::pair<uint32_t, uint32_t> IdMap::root_owner() const {
     return {host_uid(0).value_or(::geteuid()), host_gid(0).value_or(::getegid())};
 }
-std::optional<uint32_t> IdMap::host_gid(uint32_t inside) const { return to_host(gids, inside); }
 
 namespace idmap {
 
@@ -117,7 +117,7 @@ IdMap for_caller() {
     return m;
 }
 
-gid_t store_group(const IdMap& map) { return ::geteuid() == 0 ? map.host_gid(0).value_or(::getegid()) : ::getegid(); }
+gid_t store_group(const IdMap& map) { return ::geteuid() == 0 ? map.root_owner().second : ::getegid(); }
 
 std::string render(const std::vector<IdRange>& ranges) {
     std::string s;
@@ -139,8 +139,9 @@ static void write_proc_file(pid_t pid, const char* name, const std::string& data
                     "check /proc/sys/user/max_user_namespaces and that the range is not mapped twice");
 }
 
-// Starts newuidmap/newgidmap PID INSIDE OUTSIDE COUNT... and returns its pid.
-static pid_t spawn_helper(const char* helper, pid_t pid, const std::vector<IdRange>& ranges) {
+// Starts newuidmap/newgidmap PID INSIDE OUTSIDE COUNT... with its stderr on `output`, and returns
+// its pid.
+static pid_t spawn_helper(const char* helper, pid_t pid, const std::vector<IdRange>& ranges, int output) {
     std::vector<std::string> args{helper, std::to_string(pid)};
     for (const auto& r : ranges) {
         args.push_back(std::to_string(r.inside));
@@ -150,9 +151,13 @@ static pid_t spawn_helper(const char* helper, pid_t pid, const std::vector<IdRan
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    ::posix_spawn_file_actions_init(&actions);
+    ::posix_spawn_file_actions_adddup2(&actions, output, STDERR_FILENO);
     // posix_spawn (vfork underneath): no copy of our page tables for a process that execs at once.
     pid_t child = -1;
-    int rc = ::posix_spawn(&child, argv[0], nullptr, nullptr, argv.data(), environ);
+    int rc = ::posix_spawn(&child, argv[0], &actions, nullptr, argv.data(), environ);
+    ::posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) {
         errno = rc;
         throw_errno("cannot run", helper, "install uidmap (apt-get install uidmap)");
@@ -160,32 +165,43 @@ static pid_t spawn_helper(const char* helper, pid_t pid, const std::vector<IdRan
     return child;
 }
 
-static void wait_helper(pid_t child, const char* helper) {
+// The likeliest reason for a helper's refusal. newuidmap and newgidmap refuse a caller whose real
+// group is not its login group (as under sg or newgrp: "Target process ... is owned by a different
+// user"), unless /etc/login.defs grants GRANT_AUX_GROUP_SUBIDS.
+static std::string helper_hint() {
+    struct passwd* pw = ::getpwuid(::getuid());
+    if (pw && pw->pw_gid != ::getgid())
+        return "your group (" + std::to_string(::getgid()) + ") is not your login group (" +
+               std::to_string(pw->pw_gid) + "): run hutch from a shell of your login group, not under sg or newgrp";
+    return "check your ranges in /etc/subuid and /etc/subgid, and that uidmap is installed";
+}
+
+void Writer::wait_helper(pid_t child, const char* helper) {
     int status = 0;
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        fail(std::string(helper) + " failed", "status " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)),
-             "check your ranges in /etc/subuid and /etc/subgid, and that uidmap is installed");
-}
-
-// newuidmap and newgidmap refuse a caller whose real group is not its login group (as under sg
-// or newgrp: "Target process ... is owned by a different user"); said plainly before they run.
-static void check_login_group() {
-    struct passwd* pw = ::getpwuid(::getuid());
-    if (!pw || pw->pw_gid == ::getgid()) return;
-    fail("newuidmap and newgidmap map your subordinate ids only from your login group",
-         "your group is " + std::to_string(::getgid()) + ", your login group " + std::to_string(pw->pw_gid),
-         "run hutch from a shell of your login group, not under sg or newgrp");
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+    // Its first line says why. (Our write end is closed; the other helper holds it until it exits.)
+    std::string said;
+    char buf[1024];
+    ssize_t n = helper_output_ ? ::read(helper_output_.get(), buf, sizeof buf) : 0;
+    if (n > 0) said.assign(buf, static_cast<size_t>(n));
+    said = said.substr(0, said.find('\n'));
+    if (said.empty())
+        said = "status " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    fail(std::string(helper) + " failed", said, helper_hint());
 }
 
 Writer::Writer(pid_t pid, const IdMap& map) {
     if (map.use_helpers) {
-        check_login_group();
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("cannot create pipe");
+        helper_output_.reset(fds[0]);
+        UniqueFd output(fds[1]);
         // Both helpers run at once: each is a setuid exec costing about a millisecond.
-        uid_helper_ = spawn_helper("/usr/bin/newuidmap", pid, map.uids);
+        uid_helper_ = spawn_helper("/usr/bin/newuidmap", pid, map.uids, output.get());
         try {
-            gid_helper_ = spawn_helper("/usr/bin/newgidmap", pid, map.gids);
+            gid_helper_ = spawn_helper("/usr/bin/newgidmap", pid, map.gids, output.get());
         } catch (...) {
             finish_quietly();
             throw;

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <string_view>
 #include <nlohmann/json.hpp>
 
@@ -120,7 +121,11 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
         // spare is root's own until taken: no sandbox reaches into it before.)
         set_mode_and_owner(s.lock.fd(), 0700, owner_uid, owner_gid, s.dir);
     } catch (...) {
-        fs::remove_tree(s.dir);
+        try {
+            fs::remove_tree(s.dir);
+        } catch (const Error&) {
+            // Left to the sweep: the first failure is the one to report.
+        }
         throw;
     }
 }
@@ -130,7 +135,7 @@ void create_layers(const Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     UniqueFd dir(::open(s.dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!dir) throw_errno("cannot open", s.dir);
     // upper/ becomes the mode of the sandbox's "/" (0755, like an image's root); the sandbox
-    // directory around it stays 0700. What is left on failure goes with remove_scratch.
+    // directory around it stays 0700. What is left on failure is the caller's to remove.
     for (auto [name, mode] : {std::pair{"upper", 0755}, std::pair{"work", 0700}}) {
         const std::string shown = s.dir + "/" + name;
         if (::mkdirat(dir.get(), name, static_cast<mode_t>(mode)) != 0) throw_errno("cannot create directory", shown);
@@ -163,6 +168,9 @@ void make_spare(const Paths& paths, uid_t owner_uid, gid_t owner_gid) {
     try {
         // Its own directory stays the caller's (root's) until a run takes it, its layers are the
         // sandbox's root's.
+        UniqueFd top(::open(s.dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!top) throw_errno("cannot open", s.dir);
+        set_mode_and_owner(top.get(), 0700, ::geteuid(), ::getegid(), s.dir);
         create_layers(s, owner_uid, owner_gid);
         // Another run's spare may have come first.
         if (::renameat2(AT_FDCWD, s.dir.c_str(), AT_FDCWD, spare.c_str(), RENAME_NOREPLACE) == 0) return;
@@ -285,15 +293,20 @@ void sweep(const Paths& paths, const IdMap& map) {
     // Each stale directory stays locked until it is gone: a sandbox of that name made meanwhile
     // would otherwise be taken for it.
     std::vector<std::pair<std::string, FileLock>> stale;
-    // Spares a crash left half made (made under the shared lock), and spares of other owners (of
-    // another id range, or a user's under another group): nothing takes those.
+    // Spares a crash left half made (they are made under the shared lock), and spares of other
+    // owners (another id range of root's, a user under another group) unused for an hour.
     std::vector<std::string> unwanted;
-    const std::string own_spare = spare_name(map.root_owner().first, map.root_owner().second);
+    const auto [owner_uid, owner_gid] = map.root_owner();
+    const std::string own_spare = spare_name(owner_uid, owner_gid);
+    const time_t hour_ago = ::time(nullptr) - 3600;
     while (struct dirent* e = ::readdir(d)) {
         std::string name = e->d_name;
         if (e->d_type != DT_DIR) continue;
         std::string dir = dir_of(paths, name);
-        if (name.rfind(".spare-", 0) == 0 && name != own_spare) unwanted.push_back(dir);
+        struct stat st;
+        if (name.rfind(kSpareInProgress, 0) == 0 ||
+            (name.rfind(".spare-", 0) == 0 && name != own_spare && ::lstat(dir.c_str(), &st) == 0 && st.st_mtime < hour_ago))
+            unwanted.push_back(dir);
         if (name[0] == '.') continue;
         if (fs::exists(dir + "/config.json")) continue;  // persistent, and so for good: no lock needed
         try {

@@ -5,6 +5,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -146,6 +147,9 @@ def test_create_takes_the_spare_too(h):
     try:
         assert os.stat(h.root / "sandboxes" / "box").st_ino == taken
         assert ok(h("exec", "box", "--", "sh", "-c", "echo kept > /f; cat /f")).stdout == "kept\n"
+        ok(h("stop", "box"))
+        ok(h("start", "box"))
+        assert ok(h("exec", "box", "--", "cat", "/f")).stdout == "kept\n"
     finally:
         h("rm", "-f", "box")
 
@@ -158,26 +162,31 @@ def test_an_odd_umask_breaks_neither_its_run_nor_the_next(h):
         ok(h("run", "--", "true"))
     finally:
         os.umask(old)
+    [name] = spares(h)
+    spare = h.root / "sandboxes" / name
+    modes = [stat.S_IMODE(os.stat(p).st_mode) for p in (spare, spare / "upper", spare / "work")]
+    assert modes == [0o700, 0o755, 0o700], [oct(m) for m in modes]
     ok(h.sh("echo fine > /f && cat /f"))
-    for name in spares(h):
-        spare = h.root / "sandboxes" / name
-        assert stat.S_IMODE(os.stat(spare / "upper").st_mode) == 0o755
-        assert stat.S_IMODE(os.stat(spare / "work").st_mode) == 0o700
 
 
 def test_spares_nothing_takes_are_swept(h):
     # One a crash left half made, and one of another owner (root's sandboxes under another id
-    # range, a user's under another group).
+    # range, a user's under another group) unused for two hours; another owner's recent one stays.
     ok(h("run", "--", "true"))
-    unwanted = [h.root / "sandboxes" / ".spare-new-999999", h.root / "sandboxes" / ".spare-4242-4242"]
-    for d in unwanted:
+    sandboxes = h.root / "sandboxes"
+    unwanted = [sandboxes / ".spare-new-999999", sandboxes / ".spare-4242-4242"]
+    recent = sandboxes / ".spare-4343-4343"
+    for d in unwanted + [recent]:
         (d / "upper").mkdir(parents=True)
         for path in (d, d / "upper"):
             if h.mode.switch:
                 os.chown(path, h.mode.uid, h.mode.gid)
+    two_hours_ago = time.time() - 7200
+    os.utime(sandboxes / ".spare-4242-4242", (two_hours_ago, two_hours_ago))
     ok(h("run", "--", "true"))
-    assert not any(d.exists() for d in unwanted)
-    assert len(spares(h)) == 1, spares(h)
+    assert not any(d.exists() for d in unwanted), [d for d in unwanted if d.exists()]
+    assert recent.is_dir()
+    assert len(spares(h)) == 2, spares(h)
 
 
 def test_roots_store_is_closed_to_other_users(hroot):

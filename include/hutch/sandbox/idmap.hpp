@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "hutch/core/fd.hpp"
 #include "hutch/sandbox/spec.hpp"
 
 namespace hutch::idmap {
@@ -53,7 +54,9 @@ public:
 
 private:
     void finish_quietly();
+    void wait_helper(pid_t child, const char* helper);
     pid_t uid_helper_ = -1, gid_helper_ = -1;
+    UniqueFd helper_output_;  // what the helpers wrote on stderr: shown only if one fails
 };
 
 // Runs fn in a child process inside a fresh user namespace with `map` applied, as uid 0 there, and

@@ -40,9 +40,10 @@ struct Scratch {
 
 // Where a sandbox's directory would be; creates nothing.
 Scratch plan_scratch(const Paths& paths, const std::string& name);
-// Creates the planned directory and takes its lock, which reserves the name (a cgroup or state of
-// that name is then stale); fails if the name is in use. `owner_uid`/`owner_gid`: who must own
-// the directory and its layers (the sandbox's root, seen from the host).
+// Creates the planned directory (or takes the spare, make_spare) and takes its lock, which
+// reserves the name (a cgroup or state of that name is then stale); fails if the name is in use.
+// `owner_uid`/`owner_gid`: who must own the directory and its layers (the sandbox's root, seen
+// from the host).
 void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid);
 // upper/ and work/ in a reserved directory (nothing when it was a spare).
 void create_layers(const Scratch& s, uid_t owner_uid, gid_t owner_gid);
@@ -74,8 +75,9 @@ void remove_volatile_marker(int work_fd);
 // when the mount has not finished making it (the init's removal at the end then does).
 bool take_volatile_marker(const std::string& work);
 
-// Removes what crashed runs left behind: directories without config.json whose lock is free.
-// Cheap when there is nothing to do; skipped when another hutch is sweeping.
+// Removes what crashed runs left behind: directories without config.json whose lock is free, and
+// half-made spares; and spares of other owners unused for an hour. Cheap when there is nothing
+// to do; skipped when another hutch is sweeping.
 void sweep(const Paths& paths, const IdMap& map);
 
 struct Live {
