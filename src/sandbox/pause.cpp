@@ -186,7 +186,13 @@ void keeper_main(const std::string& state_file, int idle_seconds) {
         struct timespec now;
         ::clock_gettime(CLOCK_REALTIME, &now);
         long idle = static_cast<long>(now.tv_sec - st.st_mtim.tv_sec);
-        if (idle >= idle_seconds) ::_exit(0);
+        if (idle >= idle_seconds) {
+            // Its record goes with it. (A front end that read it just now and joins the namespace
+            // holds an fd of it; one that writes a new record meanwhile loses it, and its keeper
+            // then leaves at once: the next start makes another.)
+            ::unlink(state_file.c_str());
+            ::_exit(0);
+        }
         long wait = std::min<long>(idle_seconds - idle, 60);
         struct timespec ts{wait, 0};
         ::nanosleep(&ts, nullptr);

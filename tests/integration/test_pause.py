@@ -93,8 +93,9 @@ def test_sandboxes_outlive_an_idle_keeper(h):
     ok(h("create", "--name", name, env={"HUTCH_PAUSE_IDLE": "1"}))
     try:
         pid, start = _record(h)
-        # Unused for its idle time, it leaves by itself.
+        # Unused for its idle time, it leaves by itself, and takes its record with it.
         assert wait_until(lambda: _gone(pid, start), 10), f"keeper {pid} still there"
+        assert not (h.root / "run" / "pause").exists()
         # The sandbox's namespaces do not depend on it.
         cp = ok(h("exec", name, "--", "sh", "-c", "echo alive; id -u"))
         assert cp.stdout.split() == ["alive", "0"], cp.stdout
