@@ -140,6 +140,27 @@ def test_a_run_starts_in_the_directory_the_previous_run_made_ready(h):
     assert h.sandbox_dirs() == [] and len(spares(h)) == 1, (h.sandbox_dirs(), spares(h))
 
 
+def test_concurrent_runs_each_get_a_directory_of_their_own(h):
+    # Runs race for one spare (one rename wins, the others make their own) and make the next;
+    # none may start in a directory another run uses or used.
+    import concurrent.futures
+    script = "test ! -e /token || exit 9; echo {0} > /token; sleep 0.05; cat /token"
+
+    def one(i):
+        token = f"run-{i}"
+        cp = h("run", "--", "sh", "-c", script.format(token), timeout=60)
+        return token, cp
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(one, range(40)))
+    bad = [(t, cp.returncode, cp.stdout, cp.stderr) for t, cp in results
+           if cp.returncode != 0 or cp.stdout != t + "\n"]
+    assert not bad, bad[:3]
+    assert h.sandbox_dirs() == [], h.sandbox_dirs()
+    left = sorted(n for n in os.listdir(h.root / "sandboxes") if n.startswith(".spare-"))
+    assert len(left) == 1 and not left[0].startswith(".spare-new-"), left
+
+
 def test_create_takes_the_spare_too(h):
     ok(h("run", "--", "true"))
     taken = spare_ino(h)
