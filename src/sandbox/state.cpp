@@ -118,7 +118,7 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     try {
         s.lock = FileLock::acquire_directory(s.dir);
         // The sandbox's root (another uid when hutch runs as root) must reach its layers. (A
-        // spare is root's own until taken: no sandbox reaches into it before.)
+        // spare stays the caller's own until taken: no sandbox reaches into it before.)
         set_mode_and_owner(s.lock.fd(), 0700, owner_uid, owner_gid, s.dir);
     } catch (...) {
         try {
