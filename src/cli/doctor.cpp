@@ -479,6 +479,23 @@ Check check_subids_root() {
     return f.to_check("subids");
 }
 
+// GRANT_AUX_GROUP_SUBIDS yes in /etc/login.defs: the id-map helpers accept any group of the caller.
+bool grants_aux_group_subids() {
+    std::string text;
+    try {
+        text = fs::read_file("/etc/login.defs");
+    } catch (const Error&) {
+        return false;
+    }
+    std::istringstream defs(text);
+    std::string key, value;
+    for (std::string line; std::getline(defs, line);) {
+        std::istringstream words(line);
+        if (words >> key >> value && key == "GRANT_AUX_GROUP_SUBIDS") return value == "yes";
+    }
+    return false;
+}
+
 Check check_uidmap() {
     const bool root = ::geteuid() == 0;
     std::string name = user_name(::geteuid());
@@ -517,6 +534,14 @@ Check check_uidmap() {
     } else if (root) {
         f.note("not needed by root");
     }
+    // Both refuse a caller whose group is not its login group (sg, newgrp), unless login.defs
+    // grants GRANT_AUX_GROUP_SUBIDS.
+    struct passwd* pw = ::getpwuid(::getuid());
+    if (has_ranges && missing.empty() && pw && pw->pw_gid != ::getgid() && !grants_aux_group_subids())
+        f.problem(Status::Warn,
+                  "your group (" + std::to_string(::getgid()) + ") is not your login group (" +
+                      std::to_string(pw->pw_gid) + "): newuidmap and newgidmap refuse to map your ranges",
+                  "run hutch from a shell of your login group, not under sg or newgrp");
     return f.to_check("uidmap");
 }
 

@@ -222,3 +222,33 @@ def test_doctor_root_range_overlap(hroot):
     assert cp.returncode == 1, describe(cp)
     subids = by_name(report)["subids"]
     assert subids["status"] == "fail" and "HUTCH_ROOT_IDRANGE" in subids["detail"], subids
+
+
+def test_doctor_warns_outside_the_login_group(world):
+    # newuidmap and newgidmap refuse a caller whose group is not its login group (sg, newgrp)
+    # unless /etc/login.defs grants GRANT_AUX_GROUP_SUBIDS: doctor says so before a run fails.
+    from conftest import _make_hutch
+    try:
+        with open("/etc/login.defs") as f:
+            defs = [line.split()[:2] for line in f if line.strip() and not line.lstrip().startswith("#")]
+    except OSError:
+        defs = []
+    if ["GRANT_AUX_GROUP_SUBIDS", "yes"] in defs:
+        pytest.skip("/etc/login.defs grants GRANT_AUX_GROUP_SUBIDS: the helpers accept any group")
+    h = _make_hutch(world, "subuid")
+    try:
+        if not h.mode.switch:
+            pytest.skip("needs root to start hutch as hutch-t-sub under another group")
+        other = 65534 if h.mode.gid != 65534 else 100
+        base = [world.bin, "--root", str(h.root), "doctor", "--format", "json"]
+        def uidmap(group_args):
+            cp = subprocess.run(["setpriv", f"--reuid={h.mode.uid}", *group_args, "--", *base],
+                                capture_output=True, text=True, timeout=60, env=h.environ())
+            return by_name(json.loads(cp.stdout))["uidmap"]
+        outside = uidmap([f"--regid={other}", "--clear-groups"])
+        assert outside["status"] == "warn" and "login group" in outside["detail"], outside
+        assert "sg or newgrp" in outside["fix"], outside
+        inside = uidmap([f"--regid={h.mode.gid}", "--init-groups"])
+        assert "login group" not in inside["detail"], inside
+    finally:
+        h.cleanup()
