@@ -250,3 +250,14 @@ def kill_quietly(p: subprocess.Popen):
 
 def matches(pattern: str, text: str) -> bool:
     return re.search(pattern, text, re.M) is not None
+
+
+def grants_aux_group_subids() -> bool:
+    """GRANT_AUX_GROUP_SUBIDS yes in /etc/login.defs: newuidmap and newgidmap then accept a caller
+    whose group is not its login group (as under sg or newgrp)."""
+    try:
+        with open("/etc/login.defs") as f:
+            defs = [line.split()[:2] for line in f if line.strip() and not line.lstrip().startswith("#")]
+    except OSError:
+        return False
+    return ["GRANT_AUX_GROUP_SUBIDS", "yes"] in defs
