@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from hutchlib import HUTCH_BIN, IMAGE_HELPER_SRC, LAYOUT_SRC, POLICY_SRC, REPO, ROOTFS_SRC, ok, parse_status, sandbox_guard
+from hutchlib import (HUTCH_BIN, IMAGE_HELPER_SRC, LAYOUT_SRC, POLICY_SRC, REPO, ROOTFS_SRC, grants_aux_group_subids, ok,
+                      parse_status, sandbox_guard)
 
 DOCKER_PROFILE_CANDIDATES = [
     Path("/work/shared/specs/docker-seccomp-default.json"),
@@ -393,6 +394,22 @@ def hroot(world) -> Hutch:
     hutch = _make_hutch(world, "root")
     yield hutch
     hutch.cleanup()
+
+
+@pytest.fixture
+def hsub_other_group(world):
+    """(h, gid, prefix): hutch-t-sub's hutch, a group that is not its login group, and a setpriv
+    prefix that runs a command as it under that group, as sg or newgrp would."""
+    if grants_aux_group_subids():
+        pytest.skip("/etc/login.defs grants GRANT_AUX_GROUP_SUBIDS: the id-map helpers accept any group")
+    hutch = _make_hutch(world, "subuid")
+    try:
+        if not hutch.mode.switch:
+            pytest.skip("needs root to start hutch as hutch-t-sub under another group")
+        other = 65534 if hutch.mode.gid != 65534 else 100
+        yield hutch, other, ["setpriv", f"--reuid={hutch.mode.uid}", f"--regid={other}", "--clear-groups", "--"]
+    finally:
+        hutch.cleanup()
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hutchlib import describe, grants_aux_group_subids, mount_count
+from hutchlib import describe, mount_count
 
 IS_ROOT = os.geteuid() == 0
 STATUSES = {"ok", "warn", "fail"}
@@ -224,26 +224,17 @@ def test_doctor_root_range_overlap(hroot):
     assert subids["status"] == "fail" and "HUTCH_ROOT_IDRANGE" in subids["detail"], subids
 
 
-def test_doctor_warns_outside_the_login_group(world):
-    # newuidmap and newgidmap refuse a caller whose group is not its login group (sg, newgrp)
-    # unless /etc/login.defs grants GRANT_AUX_GROUP_SUBIDS: doctor says so before a run fails.
-    from conftest import _make_hutch
-    if grants_aux_group_subids():
-        pytest.skip("/etc/login.defs grants GRANT_AUX_GROUP_SUBIDS: the helpers accept any group")
-    h = _make_hutch(world, "subuid")
-    try:
-        if not h.mode.switch:
-            pytest.skip("needs root to start hutch as hutch-t-sub under another group")
-        other = 65534 if h.mode.gid != 65534 else 100
-        base = [world.bin, "--root", str(h.root), "doctor", "--format", "json"]
-        def uidmap(group_args):
-            cp = subprocess.run(["setpriv", f"--reuid={h.mode.uid}", *group_args, "--", *base],
-                                capture_output=True, text=True, timeout=60, env=h.environ())
-            return by_name(json.loads(cp.stdout))["uidmap"]
-        outside = uidmap([f"--regid={other}", "--clear-groups"])
-        assert outside["status"] == "warn" and "login group" in outside["detail"], outside
-        assert "sg or newgrp" in outside["fix"], outside
-        inside = uidmap([f"--regid={h.mode.gid}", "--init-groups"])
-        assert "login group" not in inside["detail"], inside
-    finally:
-        h.cleanup()
+def test_doctor_warns_outside_the_login_group(hsub_other_group):
+    # newuidmap and newgidmap refuse a caller whose group is not its login group (sg, newgrp):
+    # doctor says so before a run fails.
+    h, other, prefix = hsub_other_group
+
+    def uidmap(prefix):
+        cp = subprocess.run(prefix + [h.world.bin, "--root", str(h.root), "doctor", "--format", "json"],
+                            capture_output=True, text=True, timeout=60, env=h.environ())
+        return by_name(json.loads(cp.stdout))["uidmap"]
+
+    outside = uidmap(prefix)
+    assert outside["status"] == "warn" and "login group" in outside["detail"], outside
+    assert "sg or newgrp" in outside["fix"], outside
+    assert "login group" not in uidmap(h.mode.prefix())["detail"]
