@@ -31,8 +31,7 @@ struct Globals {
 
 hutch::image::Store open_store(const Globals& g) {
     hutch::Paths paths = hutch::Paths::resolve(g.root);
-    // The caller's id map only matters to root's store (its group is the sandboxes').
-    paths.ensure(::geteuid() == 0 ? hutch::idmap::store_group(hutch::idmap::for_caller()) : ::getegid());
+    paths.ensure(hutch::idmap::store_group());
     return hutch::image::Store(paths);
 }
 

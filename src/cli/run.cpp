@@ -393,11 +393,9 @@ int report(const RunResult& r, const SandboxSpec& spec) {
 
 Paths prepare_paths(const GlobalOptions& g, bool sweep) {
     Paths paths = Paths::resolve(g.root);
-    // The caller's map (passwd, /etc/subuid) is read only where it is used: root's store group,
-    // and the sweep (a run reads it again for its spec).
-    const IdMap map = sweep || ::geteuid() == 0 ? idmap::for_caller() : IdMap{};
-    paths.ensure(idmap::store_group(map));
-    if (sweep) state::sweep(paths, map);
+    paths.ensure(idmap::store_group());
+    // (A run sweeps later, with its spec's map, while its init makes its namespaces.)
+    if (sweep) state::sweep(paths, idmap::for_caller());
     return paths;
 }
 

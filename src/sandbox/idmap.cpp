@@ -117,7 +117,7 @@ IdMap for_caller() {
     return m;
 }
 
-gid_t store_group(const IdMap& map) { return ::geteuid() == 0 ? map.root_owner().second : ::getegid(); }
+gid_t store_group() { return ::geteuid() == 0 ? root_map().root_owner().second : ::getegid(); }
 
 std::string render(const std::vector<IdRange>& ranges) {
     std::string s;

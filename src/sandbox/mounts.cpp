@@ -75,7 +75,7 @@ namespace {
 
 // /proc, /dev and /sys must be directories of the root itself: mount(2) follows a symlink the
 // image put there (a /dev -> / would have the tmpfs cover the whole root).
-static void ensure_fixed_mountpoint(const char* path) {
+void ensure_fixed_mountpoint(const char* path) {
     struct stat st;
     if (::lstat(path, &st) != 0) {
         if (errno != ENOENT || ::mkdir(path, 0755) != 0) throw_errno("cannot create mount point", path);

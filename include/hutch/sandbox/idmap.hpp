@@ -27,9 +27,9 @@ std::vector<SubIdRange> parse_subid(const std::string& text, const std::string& 
 //  - unprivileged otherwise: 0 → caller only.
 IdMap for_caller();
 
-// The group the caller's store belongs to (Paths::ensure), given the caller's map (for_caller):
-// for root, the host gid of its sandboxes' root; for anyone else, their own.
-gid_t store_group(const IdMap& map);
+// The group the caller's store belongs to (Paths::ensure): for root, the host gid of its
+// sandboxes' root (its map is read for that); for anyone else, their own, with nothing read.
+gid_t store_group();
 
 // Writes /proc/PID/NAME (uid_map, gid_map, setgroups) in one write; false with errno set. Throws
 // nothing: a vfork-style child (launcher.cpp's go-between) calls it.
