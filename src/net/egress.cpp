@@ -51,8 +51,6 @@ constexpr double kRoutesTimeout = 5;  // seconds pasta gets to configure the san
 // persistent init (which holds NET_ADMIN), SYS_MODULE is the host's.
 constexpr int kCapsRefused[] = {CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_PTRACE, CAP_SYS_MODULE};
 
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
-
 double monotonic() {
     struct timespec ts;
     ::clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -71,8 +71,7 @@ namespace hutch {
 
 namespace {
 
-// glibc 2.36's <sys/pidfd.h> lacks C++ linkage; the syscalls are simple enough to call directly.
-int pidfd_open(pid_t pid, unsigned flags) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, flags)); }
+// glibc 2.36's <sys/pidfd.h> lacks C++ linkage; the syscall is simple enough to call directly.
 int pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned flags) {
     return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, info, flags));
 }
@@ -746,7 +745,7 @@ Started give_birth(Birth& b, const std::function<void()>& meanwhile) {
     Started st;
     int pidfd = -1;
     b.spread = ::sched_getaffinity(0, sizeof b.cpus, &b.cpus) == 0 && CPU_COUNT(&b.cpus) > 1;
-    b.reset_signals = non_default_signals();  // read where /proc is the host's
+    b.reset_signals = non_default_signals();
     pid_t pid = clone_sandbox(b, &pidfd);
     if (pid < 0)
         throw_errno("cannot create the sandbox's namespaces", "clone3",
@@ -872,7 +871,7 @@ void wait_ready(Started& st) {
 }
 
 UniqueFd open_pidfd(const state::Live& live, const std::string& name) {
-    UniqueFd fd(static_cast<int>(pidfd_open(live.pid, 0)));
+    UniqueFd fd(pidfd_open(live.pid));
     // The start time is checked after opening: the pidfd then pins the process it names.
     if (!fd || state::process_start_time(live.pid) != live.start_time)
         fail("sandbox is not running", name, "start it with 'hutch start " + name + "'");
@@ -1161,10 +1160,11 @@ void create_sandbox(const SandboxSpec& spec, const Paths& paths, const policy::E
 RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const ProcessSpec& process) {
     trace("front end: exec_in_sandbox");
     SandboxSpec spec = state::load_config(paths, name);
-    auto live = state::load_live(paths, name);
+    std::optional<state::Running> running = state::open_running(paths, name);
     trace("front end: config and state loaded");
-    if (!live) fail("sandbox is not running", name, "start it with 'hutch start " + name + "'");
-    UniqueFd init_fd = open_pidfd(*live, name);
+    if (!running) fail("sandbox is not running", name, "start it with 'hutch start " + name + "'");
+    const state::Live& live = running->live;
+    const UniqueFd& init_fd = running->pidfd;
     // Capabilities and seccomp come from the sandbox, never from the exec request.
     ProcessSpec proc = process;
     proc.cap_add = spec.process.cap_add;
@@ -1181,8 +1181,8 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     // session whose cgroup is not delegated, say) runs outside it, as it would on a host without.
     const bool cgroup_optional = spec.resources.empty();
     std::optional<cgroup::Cgroup> cg;
-    if (!live->cgroup.empty() && !(cg = cgroup::Cgroup::open(live->cgroup)) && !cgroup_optional)
-        fail("the sandbox's cgroup is gone", live->cgroup, "restart the sandbox: hutch stop " + name + " && hutch start " + name);
+    if (!live.cgroup.empty() && !(cg = cgroup::Cgroup::open(live.cgroup)) && !cgroup_optional)
+        fail("the sandbox's cgroup is gone", live.cgroup, "restart the sandbox: hutch stop " + name + " && hutch start " + name);
     uint64_t ooms_before = cg ? cg->oom_kills() : 0;
     // Opened here, with the host's view and credentials, which the kernel checks the move
     // against: the command moves itself in before its execve.
@@ -1191,11 +1191,11 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     UniqueFd cgroup_procs;
     if (cg && !born_in_cgroup &&
         !(cgroup_procs = UniqueFd(::openat(cg->fd(), "cgroup.procs", O_WRONLY | O_CLOEXEC))) && !cgroup_optional)
-        throw_errno("cannot open the sandbox's cgroup", live->cgroup + "/cgroup.procs");
+        throw_errno("cannot open the sandbox's cgroup", live.cgroup + "/cgroup.procs");
     trace("front end: seccomp program and cgroup");
 
     BlockedSignals blocked;
-    const uint64_t reset_signals = non_default_signals();  // while /proc is still the host's
+    const uint64_t reset_signals = non_default_signals();
     Pipe report = Pipe::make();
     // Joining the namespaces at once through the pidfd; this process becomes the command's parent
     // and, from here on, sees only the sandbox's filesystem. The cgroup namespace waits: a process
@@ -1219,7 +1219,7 @@ RunResult exec_in_sandbox(const Paths& paths, const std::string& name, const Pro
     ctx.report_fd = report.wr.get();
     ctx.tty_slave = tty.slave.get();
     ctx.cgroupns_of = init_fd.get();
-    UniqueFd self(pidfd_open(::getpid(), 0));
+    UniqueFd self(pidfd_open(::getpid()));
     if (!self) throw_errno("cannot open a pidfd of hutch itself");
     ctx.parent_pidfd = self.get();
     int child_pidfd = -1;

@@ -417,16 +417,36 @@ void save_live(const Paths& paths, const std::string& name, const Live& live) {
     fs::write_file_atomic(live_path(paths, name), j.dump() + "\n");
 }
 
-std::optional<Live> load_live(const Paths& paths, const std::string& name) {
-    // The init's pid and start time are the truth: a pid alone could have been reused.
+namespace {
+
+// The init recorded for sandbox `name`, not yet checked against the running processes.
+std::optional<Live> read_live(const Paths& paths, const std::string& name) {
     try {
         auto j = nlohmann::json::parse(fs::read_file(live_path(paths, name)));
         Live l{j.at("pid").get<pid_t>(), j.at("start_time").get<unsigned long long>(), j.value("cgroup", "")};
-        if (l.pid <= 0 || l.start_time == 0 || process_start_time(l.pid) != l.start_time) return std::nullopt;
+        if (l.pid <= 0 || l.start_time == 0) return std::nullopt;
         return l;
     } catch (const std::exception&) {
         return std::nullopt;
     }
+}
+
+}  // namespace
+
+std::optional<Live> load_live(const Paths& paths, const std::string& name) {
+    // The init's pid and start time are the truth: a pid alone could have been reused.
+    std::optional<Live> l = read_live(paths, name);
+    if (!l || process_start_time(l->pid) != l->start_time) return std::nullopt;
+    return l;
+}
+
+std::optional<Running> open_running(const Paths& paths, const std::string& name) {
+    std::optional<Live> l = read_live(paths, name);
+    if (!l) return std::nullopt;
+    UniqueFd pidfd(pidfd_open(l->pid));
+    // The start time is checked after opening: the pidfd then pins the process it names.
+    if (!pidfd || process_start_time(l->pid) != l->start_time) return std::nullopt;
+    return Running{std::move(*l), std::move(pidfd)};
 }
 
 void remove_live(const Paths& paths, const std::string& name) { ::unlink(live_path(paths, name).c_str()); }

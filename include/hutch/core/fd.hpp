@@ -1,6 +1,7 @@
 // RAII owner of a file descriptor.
 #pragma once
 
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -33,6 +34,9 @@ public:
 private:
     int fd_ = -1;
 };
+
+// A pidfd of process `pid`, or -1 with errno set (glibc 2.36's <sys/pidfd.h> lacks C++ linkage).
+inline int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
 // Writes all of `data`, retrying short writes and EINTR; false with errno set otherwise.
 inline bool write_all(int fd, const void* data, size_t n) {

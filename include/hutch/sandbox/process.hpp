@@ -26,16 +26,15 @@ struct ProcessContext {
     bool cgroup_optional = false;  // a refused move into it is no error (a cgroup for statistics only)
     int cgroupns_of = -1;
     // The signals whose actions the command puts back to default (bit N-1: signal N): those its
-    // creator ignores or catches, read by the creator (non_default_signals) from a /proc the
-    // sandbox cannot touch. All of them when unknown.
+    // creator ignores or catches (non_default_signals). All of them when unknown.
     uint64_t reset_signals = ~uint64_t{0};
     // `hutch exec`: a pidfd of the process that starts the command, with which it dies (a caller
     // that kills `hutch exec` on a timeout must not leave its command running); -1: no such tie.
     int parent_pidfd = -1;
 };
 
-// The signals this process ignores or catches (SigIgn and SigCgt of /proc/self/status); all
-// of them when that cannot be read. Its children start with the same actions.
+// The signals this process ignores or catches (bit N-1: signal N). Its children start with the
+// same actions.
 uint64_t non_default_signals();
 
 // Never returns: execs the command, or reports why not and exits 125/126/127.

@@ -105,6 +105,13 @@ std::optional<SavedFilter> load_filter(const Paths& paths, const std::string& na
 void save_live(const Paths& paths, const std::string& name, const Live& live);
 // The init of a running sandbox, or nullopt if it is not running.
 std::optional<Live> load_live(const Paths& paths, const std::string& name);
+// The init of a running sandbox with a pidfd that pins it (one look at /proc instead of two, for
+// load_live and then a pidfd); nullopt if it is not running.
+struct Running {
+    Live live;
+    UniqueFd pidfd;
+};
+std::optional<Running> open_running(const Paths& paths, const std::string& name);
 void remove_live(const Paths& paths, const std::string& name);
 unsigned long long process_start_time(pid_t pid);
 
