@@ -871,9 +871,8 @@ void wait_ready(Started& st) {
 }
 
 UniqueFd open_pidfd(const state::Live& live, const std::string& name) {
-    UniqueFd fd(pidfd_open(live.pid));
-    // The start time is checked after opening: the pidfd then pins the process it names.
-    if (!fd || state::process_start_time(live.pid) != live.start_time)
+    UniqueFd fd = state::pin(live);
+    if (!fd)
         fail("sandbox is not running", name, "start it with 'hutch start " + name + "'");
     return fd;
 }

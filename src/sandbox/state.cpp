@@ -440,12 +440,18 @@ std::optional<Live> load_live(const Paths& paths, const std::string& name) {
     return l;
 }
 
+UniqueFd pin(const Live& live) {
+    UniqueFd pidfd(pidfd_open(live.pid));
+    // The start time is checked after opening: the pidfd then pins the process it names.
+    if (pidfd && process_start_time(live.pid) != live.start_time) pidfd.reset();
+    return pidfd;
+}
+
 std::optional<Running> open_running(const Paths& paths, const std::string& name) {
     std::optional<Live> l = read_live(paths, name);
     if (!l) return std::nullopt;
-    UniqueFd pidfd(pidfd_open(l->pid));
-    // The start time is checked after opening: the pidfd then pins the process it names.
-    if (!pidfd || process_start_time(l->pid) != l->start_time) return std::nullopt;
+    UniqueFd pidfd = pin(*l);
+    if (!pidfd) return std::nullopt;
     return Running{std::move(*l), std::move(pidfd)};
 }
 

@@ -105,8 +105,10 @@ std::optional<SavedFilter> load_filter(const Paths& paths, const std::string& na
 void save_live(const Paths& paths, const std::string& name, const Live& live);
 // The init of a running sandbox, or nullopt if it is not running.
 std::optional<Live> load_live(const Paths& paths, const std::string& name);
+// A pidfd of the init `live` names, or none (-1) if that process is gone.
+UniqueFd pin(const Live& live);
 // The init of a running sandbox with a pidfd that pins it (one look at /proc instead of two, for
-// load_live and then a pidfd); nullopt if it is not running.
+// load_live and then pin); nullopt if it is not running.
 struct Running {
     Live live;
     UniqueFd pidfd;
