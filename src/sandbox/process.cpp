@@ -16,7 +16,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/fs.hpp"

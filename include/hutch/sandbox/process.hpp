@@ -26,7 +26,7 @@ struct ProcessContext {
     bool cgroup_optional = false;  // a refused move into it is no error (a cgroup for statistics only)
     int cgroupns_of = -1;
     // The signals whose actions the command puts back to default (bit N-1: signal N): those its
-    // creator ignores or catches (non_default_signals). All of them when unknown.
+    // creator ignores or catches (non_default_signals). Default: all of them.
     uint64_t reset_signals = ~uint64_t{0};
     // `hutch exec`: a pidfd of the process that starts the command, with which it dies (a caller
     // that kills `hutch exec` on a timeout must not leave its command running); -1: no such tie.

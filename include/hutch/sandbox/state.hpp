@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "hutch/core/fd.hpp"
 #include "hutch/core/lock.hpp"
 #include "hutch/core/paths.hpp"
 #include "hutch/sandbox/spec.hpp"
