@@ -71,6 +71,14 @@ static std::string live_path(const Paths& paths, const std::string& name) {
     return paths.sandboxes_state() + "/" + name + ".json";
 }
 
+// A copy of the live record kept with the sandbox's config. The runtime directory can vanish
+// while the init runs on (logind removes /run/user/UID when its user's last session ends), and a
+// start that took the sandbox for stopped would mount its writable layer a second time, under
+// the running one.
+static std::string kept_live_path(const Paths& paths, const std::string& name) {
+    return dir_of(paths, name) + "/live.json";
+}
+
 // Creators hold this shared, the sweeper exclusive: a directory being set up is never swept.
 static std::string sweep_lock_path(const Paths& paths) { return paths.sandboxes_storage() + "/.sweep.lock"; }
 
@@ -414,21 +422,29 @@ unsigned long long process_start_time(pid_t pid) {
 
 void save_live(const Paths& paths, const std::string& name, const Live& live) {
     nlohmann::json j{{"pid", live.pid}, {"start_time", live.start_time}, {"cgroup", live.cgroup}};
-    fs::write_file_atomic(live_path(paths, name), j.dump() + "\n");
+    const std::string text = j.dump() + "\n";
+    fs::write_file_atomic(kept_live_path(paths, name), text);
+    fs::write_file_atomic(live_path(paths, name), text);
 }
 
 namespace {
 
-// The init recorded for sandbox `name`, not yet checked against the running processes.
-std::optional<Live> read_live(const Paths& paths, const std::string& name) {
+std::optional<Live> parse_live(const std::string& path) {
     try {
-        auto j = nlohmann::json::parse(fs::read_file(live_path(paths, name)));
+        auto j = nlohmann::json::parse(fs::read_file(path));
         Live l{j.at("pid").get<pid_t>(), j.at("start_time").get<unsigned long long>(), j.value("cgroup", "")};
         if (l.pid <= 0 || l.start_time == 0) return std::nullopt;
         return l;
     } catch (const std::exception&) {
         return std::nullopt;
     }
+}
+
+// The init recorded for sandbox `name`, not yet checked against the running processes: the
+// runtime record, or the kept copy when the runtime directory has lost it.
+std::optional<Live> read_live(const Paths& paths, const std::string& name) {
+    if (std::optional<Live> l = parse_live(live_path(paths, name))) return l;
+    return parse_live(kept_live_path(paths, name));
 }
 
 }  // namespace
@@ -455,7 +471,10 @@ std::optional<Running> open_running(const Paths& paths, const std::string& name)
     return Running{std::move(*l), std::move(pidfd)};
 }
 
-void remove_live(const Paths& paths, const std::string& name) { ::unlink(live_path(paths, name).c_str()); }
+void remove_live(const Paths& paths, const std::string& name) {
+    ::unlink(live_path(paths, name).c_str());
+    ::unlink(kept_live_path(paths, name).c_str());
+}
 
 std::string spec_to_json(const SandboxSpec& spec, int indent) { return nlohmann::json(spec).dump(indent); }
 

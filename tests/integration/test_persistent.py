@@ -137,6 +137,35 @@ def test_ps_and_inspect(h):
     assert [s["name"] for s in json.loads(cp.stdout)] == ["alpha"]
 
 
+def test_a_running_sandbox_outlives_the_loss_of_its_runtime_state(h):
+    # logind removes /run/user/UID, and hutch's runtime state in it, when the user's last session
+    # ends, while a persistent sandbox's init runs on. Taken for stopped, that sandbox would get
+    # a second init on its writable layer from `start`, and `rm` would delete the layer under it.
+    create(h, "kept")
+    pid = inspect(h, "kept")["state"]["pid"]
+    start_time = proc_stat(pid)[3]
+    shutil.rmtree(h.root / "run")
+    inits = {pid: start_time}
+    try:
+        assert ps_status(h) == {"kept": "running"}
+        assert inspect(h, "kept")["state"]["pid"] == pid
+        before = host_processes()
+        assert_hutch_error(h("start", "kept"), "already running", "kept", code=1)  # as docker start
+        second = {p: st[3] for p, st in host_processes().items()
+                  if st[0] == "hutch-init" and (p not in before or before[p][3] != st[3])}
+        inits.update(second)
+        assert not second, f"a second init on the same layer: {second}"
+        assert ok(h("exec", "kept", "echo", "joined")).stdout == "joined\n"
+        ok(h("stop", "kept"))
+        assert wait_until(lambda: not alive(pid, start_time), 5), "stop left the init running"
+        assert ps_status(h) == {"kept": "stopped"}
+    finally:
+        h("rm", "-f", "kept")
+        for p, st in inits.items():  # what a failure above may have left
+            if alive(p, st):
+                os.kill(p, signal.SIGKILL)
+
+
 def test_stop_start_keeps_the_layer(h):
     create(h, "keeper")
     ok(guarded(h("exec", "keeper", "sh", "-c", h.guard + "echo persisted > /state; sleep 100 >/dev/null 2>&1 &")))
