@@ -1289,18 +1289,34 @@ void stop_loaded(const Paths& paths, const std::string& name, const std::optiona
 
 }  // namespace
 
+namespace {
+
+// Stop and rm need no config: one that is damaged must not keep a sandbox running or on disk.
+void require_sandbox(const Paths& paths, const std::string& name) {
+    if (!state::exists(paths, name)) fail("no such sandbox", name, "see 'hutch ps'");
+}
+
+}  // namespace
+
 void stop_sandbox(const Paths& paths, const std::string& name, double grace) {
-    state::load_config(paths, name);
+    require_sandbox(paths, name);
     stop_loaded(paths, name, state::load_live(paths, name), grace);
 }
 
 void remove_sandbox(const Paths& paths, const std::string& name, bool force) {
-    SandboxSpec spec = state::load_config(paths, name);
+    require_sandbox(paths, name);
+    // The map its files were made with; from a damaged config, the caller's own (as the sweep's).
+    IdMap map;
+    try {
+        map = state::load_config(paths, name).idmap;
+    } catch (const Error&) {
+        map = idmap::for_caller();
+    }
     std::optional<state::Live> live = state::load_live(paths, name);
     if (!force && live) fail("sandbox is running", name, "stop it first, or use 'hutch rm -f " + name + "'");
     stop_loaded(paths, name, live, 0);  // when stopped: what an init that died without hutch left
     state::Scratch scratch = state::open_scratch(paths, name);
-    state::remove_scratch(scratch.dir, spec.idmap);
+    state::remove_scratch(scratch.dir, map);
     state::remove_live(paths, name);
 }
 

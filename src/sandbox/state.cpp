@@ -358,7 +358,12 @@ SandboxSpec load_config(const Paths& paths, const std::string& name) {
         if (e.error_number() == ENOENT) fail("no such sandbox", name, "see 'hutch ps'");
         throw;
     }
-    return spec_from_json(text, path);
+    try {
+        return spec_from_json(text, path);
+    } catch (const Error& e) {
+        // stop and rm do without it (see launcher.cpp).
+        throw Error(e.what_failed(), e.where(), 0, "'hutch rm -f " + name + "' removes the sandbox and its layer");
+    }
 }
 
 // The program sealed as seccomp caches it; no instructions: unconfined.
@@ -382,7 +387,10 @@ std::optional<SavedFilter> load_filter(const Paths& paths, const std::string& na
     return SavedFilter{program->empty(), std::move(*program)};
 }
 
-bool exists(const Paths& paths, const std::string& name) { return fs::exists(dir_of(paths, name)); }
+bool exists(const Paths& paths, const std::string& name) {
+    validate_name(name);
+    return fs::exists(config_path(paths, name));
+}
 
 std::vector<std::string> list(const Paths& paths) {
     std::vector<std::string> out;
@@ -482,7 +490,7 @@ SandboxSpec spec_from_json(const std::string& text, const std::string& source) {
     try {
         return nlohmann::json::parse(text).get<SandboxSpec>();
     } catch (const nlohmann::json::exception& e) {
-        fail("corrupt sandbox config", source, e.what());
+        fail("corrupt sandbox config", source + ": " + e.what());
     }
 }
 

@@ -137,6 +137,30 @@ def test_ps_and_inspect(h):
     assert [s["name"] for s in json.loads(cp.stdout)] == ["alpha"]
 
 
+def test_a_sandbox_with_a_damaged_config_can_be_stopped_and_removed(h):
+    # A config.json cut short (a full disk, a hand edit) must not keep the sandbox running, or its
+    # layer on disk: its files may belong to subordinate ids that the user cannot remove alone.
+    create(h, "damaged")
+    pid = inspect(h, "damaged")["state"]["pid"]
+    start_time = proc_stat(pid)[3]
+    try:
+        ok(guarded(h("exec", "damaged", "sh", "-c",
+                     h.guard + "mkdir -p /d/e && echo x > /d/e/f && (chown -R 5:5 /d 2>/dev/null || true)")))
+        config = h.root / "sandboxes" / "damaged" / "config.json"
+        config.write_text(config.read_text()[:20])
+        assert_hutch_error(h("exec", "damaged", "true"), "corrupt sandbox config", "config.json",
+                           "hutch rm -f damaged")
+        assert ok(h("stop", "damaged")).stdout == "damaged\n"
+        assert wait_until(lambda: not alive(pid, start_time), 5), "stop left the init running"
+        assert ok(h("rm", "damaged")).stdout == "damaged\n"
+        assert not (h.root / "sandboxes" / "damaged").exists()
+        assert_hutch_error(h("rm", "damaged"), "no such sandbox", "damaged", code=1)  # as docker rm
+    finally:
+        h("rm", "-f", "damaged")
+        if alive(pid, start_time):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_a_running_sandbox_outlives_the_loss_of_its_runtime_state(h):
     # logind removes /run/user/UID, and hutch's runtime state in it, when the user's last session
     # ends, while a persistent sandbox's init runs on. Taken for stopped, that sandbox would get

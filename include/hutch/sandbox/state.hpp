@@ -89,6 +89,7 @@ struct Live {
 
 void save_config(const Paths& paths, const SandboxSpec& spec);
 SandboxSpec load_config(const Paths& paths, const std::string& name);
+// Whether persistent sandbox `name` exists (its config, readable or not); an error for a bad name.
 bool exists(const Paths& paths, const std::string& name);
 std::vector<std::string> list(const Paths& paths);
 
