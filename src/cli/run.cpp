@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,7 +21,6 @@
 #include "hutch/image/reference.hpp"
 #include "hutch/policy/policy.hpp"
 #include "hutch/image/store.hpp"
-#include "hutch/policy/policy.hpp"
 #include "hutch/sandbox/idmap.hpp"
 #include "hutch/sandbox/launcher.hpp"
 #include "hutch/sandbox/spec.hpp"
@@ -108,6 +108,29 @@ void check_destination(const std::string& dest, const std::string& text, const c
              "the sandbox's / and /proc cannot be covered; pick another container path");
 }
 
+// Docker's options of a bind, comma-separated: ro or rw; z and Z (SELinux relabelling, which
+// hutch does not do: nothing to relabel without SELinux, as docker on such a host), cached,
+// delegated and consistent (docker ignores them on Linux too); and a propagation, where hutch's
+// binds are rprivate (see mounts.cpp): private or rprivate is what they are, shared and slave
+// they cannot be.
+void apply_volume_options(BindMount& b, const std::string& options, const std::string& text) {
+    static const char* const kNoOps[] = {"z", "Z", "cached", "delegated", "consistent", "private", "rprivate"};
+    std::istringstream in(options);
+    std::string o;
+    bool mode = false;
+    while (std::getline(in, o, ',')) {
+        if (o == "ro" || o == "rw") {
+            if (mode) fail("invalid -v option", text, "give ro or rw once");
+            mode = true;
+            b.read_only = o == "ro";
+        } else if (o == "shared" || o == "rshared" || o == "slave" || o == "rslave") {
+            fail("unsupported -v option", text, "hutch's binds are rprivate: mounts never propagate between host and sandbox");
+        } else if (std::find(std::begin(kNoOps), std::end(kNoOps), o) == std::end(kNoOps)) {
+            fail("invalid -v option", text, "'" + o + "' is not one of ro, rw, z, Z, rprivate");
+        }
+    }
+}
+
 BindMount parse_volume(const std::string& text) {
     std::vector<std::string> parts;
     std::istringstream in(text);
@@ -116,10 +139,7 @@ BindMount parse_volume(const std::string& text) {
     if (parts.size() < 2 || parts.size() > 3)
         fail("invalid -v", text, "use HOST:CONTAINER or HOST:CONTAINER:ro (absolute paths)");
     BindMount b{parts[0], parts[1], false};
-    if (parts.size() == 3) {
-        if (parts[2] == "ro") b.read_only = true;
-        else if (parts[2] != "rw") fail("invalid -v option", text, "the only options are ro and rw");
-    }
+    if (parts.size() == 3) apply_volume_options(b, parts[2], text);
     if (b.source.empty() || b.source[0] != '/')
         fail("invalid -v source", text, "named volumes are not supported; give an absolute host path");
     if (b.destination.empty() || b.destination[0] != '/')

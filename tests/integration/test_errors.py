@@ -61,6 +61,8 @@ def test_bind_source_unreadable(h):
 def test_bind_relative_source(h):
     assert_hutch_error(h("run", "-v", "relative/dir:/mnt", "--", "true"), "relative/dir")
     assert_hutch_error(h("run", "-v", f"{h.work}:/mnt:bogus", "--", "true"), "bogus")
+    assert_hutch_error(h("run", "-v", f"{h.work}:/mnt:ro,rw", "--", "true"), "ro,rw", "once")
+    assert_hutch_error(h("run", "-v", f"{h.work}:/mnt:rshared", "--", "true"), "rshared", "rprivate")
 
 
 def test_unknown_user(h):

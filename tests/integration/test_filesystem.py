@@ -71,6 +71,19 @@ def test_explicit_rw_bind_and_file_bind(h):
     assert (d / "new").read_text() == "x\n"
 
 
+def test_docker_bind_options_are_understood(h):
+    # What scripts written for docker and podman pass: SELinux labels (nothing to relabel here,
+    # as for docker on a host without SELinux), macOS consistency modes, a private propagation.
+    d = h.host_dir("opts", {"f": "opts\n"})
+    for options in ("z", "Z", "cached", "rw,Z", "rprivate"):
+        cp = ok(h.sh("cat /data/f; echo w > /data/w && echo WROTE", "-v", f"{d}:/data:{options}"))
+        assert cp.stdout == "opts\nWROTE\n", f"-v ...:{options}: {cp.stdout!r}"
+    cp = ok(h.sh("exec 2>&1; if echo more >> /data/f; then echo WROTE; else echo REFUSED; fi",
+                 "-v", f"{d}:/data:ro,z"))
+    assert "REFUSED" in cp.stdout and "Read-only file system" in cp.stdout, cp.stdout
+    assert (d / "f").read_text() == "opts\n"
+
+
 def test_mounts_beneath_a_bind_stay_in_the_sandbox(h):
     # On systemd hosts / is a shared mount. A bind cloned from it must not stay its peer: the
     # sandbox's --tmpfs beneath the bind's destination would appear on the host, for good. The
