@@ -55,7 +55,13 @@ std::vector<std::string> collect_env(const ProcessOptions& o) {
             if (!line.empty() && line.back() == '\r') line.pop_back();
             size_t start = line.find_first_not_of(" \t");
             if (start == std::string::npos || line[start] == '#') continue;
-            add_env(env, line.substr(start), file + ":" + std::to_string(n));
+            const std::string entry = line.substr(start);
+            const std::string where = file + ":" + std::to_string(n);
+            // As docker's: a name with a blank in it ("export A=1", "A = 1") is a mistake.
+            if (entry.substr(0, entry.find('=')).find_first_of(" \t") != std::string::npos)
+                fail("invalid line in --env-file", where + ": '" + entry + "'",
+                     "a variable's name may not contain blanks; write NAME=VALUE");
+            add_env(env, entry, where);
         }
     }
     for (const auto& e : o.env) add_env(env, e, "-e");
@@ -342,6 +348,8 @@ SandboxSpec build_spec(const GlobalOptions& g, const Paths& paths, const Sandbox
     spec.name = o.name.empty() ? state::random_name() : o.name;
     state::validate_name(spec.name);
     spec.hostname = o.hostname.empty() ? spec.name.substr(0, 63) : o.hostname;
+    if (spec.hostname.size() > 64)  // HOST_NAME_MAX: sethostname(2) refuses more
+        fail("invalid --hostname", spec.hostname, "a hostname has at most 64 characters");
     spec.idmap = idmap::for_caller();
     spec.read_only_root = o.read_only;
     for (const auto& v : o.volumes) spec.binds.push_back(parse_volume(v));

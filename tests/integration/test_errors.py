@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from hutchlib import assert_hutch_error
+from hutchlib import assert_hutch_error, ok
 
 
 def no_leftovers(h):
@@ -134,6 +134,16 @@ def test_bad_workdir(h):
 def test_bad_env(h):
     assert_hutch_error(h("run", "-e", "=value", "--", "true"), "=value")
     assert_hutch_error(h("run", "--env-file", "/nonexistent/file.env", "--", "true"), "/nonexistent/file.env")
+    # As docker: a name with blanks in an env file is a mistake, reported with its line.
+    f = h.work / "blanks.env"
+    f.write_text("A=1\nexport B=2\n")
+    f.chmod(0o644)
+    assert_hutch_error(h("run", "--env-file", str(f), "--", "true"), "blanks.env:2", "export B=2")
+
+
+def test_bad_hostname(h):
+    assert_hutch_error(h("run", "--hostname", "h" * 65, "--", "true"), "--hostname", "64 characters")
+    assert ok(h("run", "--hostname", "h" * 64, "--", "hostname")).stdout == "h" * 64 + "\n"
 
 
 
