@@ -179,9 +179,14 @@ void apply_security_opts(SandboxSpec& spec, const std::vector<std::string>& opts
             spec.seccomp_profile = v;
         } else if (o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true") {
             // Always on.
+        } else if (o == "apparmor=unconfined" || o == "apparmor:unconfined" || o == "label=disable" ||
+                   o == "label:disable") {
+            // hutch puts a sandbox under no AppArmor profile or SELinux label: what these ask for
+            // is already so. (A profile or label asked for is refused below: it would not be had.)
         } else {
             fail("unsupported --security-opt", o,
-                 "hutch supports seccomp=FILE, seccomp=unconfined and no-new-privileges (always on)");
+                 "hutch supports seccomp=FILE, seccomp=unconfined and no-new-privileges (always on), and takes "
+                 "apparmor=unconfined and label=disable as they are: it applies no AppArmor profile or SELinux label");
         }
     }
 }

@@ -83,7 +83,10 @@ def test_malformed_seccomp_profile(h):
 
 
 def test_unsupported_security_opt(h):
+    # A profile or label hutch cannot apply is refused, not silently dropped.
     assert_hutch_error(h("run", "--security-opt", "apparmor=foo", "--", "true"), "apparmor=foo")
+    assert_hutch_error(h("run", "--security-opt", "label=type:spc_t", "--", "true"), "label=type:spc_t")
+    assert_hutch_error(h("run", "--security-opt", "no-new-privileges=false", "--", "true"), "no-new-privileges=false")
 
 
 def test_unknown_flag(h):

@@ -125,6 +125,14 @@ def test_docker_profile_loads(h):
     assert "Operation not permitted" in out and "rc=0" not in out, out
 
 
+def test_no_lsm_options_change_nothing(h):
+    # apparmor=unconfined and label=disable (from docker and podman scripts) ask for no LSM
+    # confinement, which hutch never applies: accepted, and nothing else is loosened.
+    st = h.status("--security-opt", "apparmor=unconfined", "--security-opt", "label=disable")
+    assert st["Seccomp"] == "2" and st["NoNewPrivs"] == "1", st
+    assert caps_of(st, "CapEff") == DEFAULT_CAPS
+
+
 def test_seccomp_unconfined(h):
     st = h.status("--security-opt", "seccomp=unconfined")
     assert st["Seccomp"] == "0"
