@@ -1088,7 +1088,7 @@ void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
     check_bind_sources(spec);
     Security security = saved_security(spec, paths);
     state::Scratch scratch = state::open_scratch(paths, spec.name);
-    if (state::load_live(paths, spec.name)) fail("sandbox is already running", spec.name, "see 'hutch ps'");
+    if (state::load_live(paths, spec.name)) return;  // running already: nothing to do, as docker's start
     std::optional<cgroup::Cgroup> cg = make_cgroup(spec, paths);
     try {
         policy::Egress rules = net::load_rules(paths, spec.name);
