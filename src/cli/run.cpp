@@ -248,6 +248,21 @@ bool names_an_image(const image::Store& store, const std::string& word) {
     }
 }
 
+// A first word taken for the command (no image has that name) that is not found in the sandbox
+// may have been meant as an image: say so. Docker would have tried to pull it.
+Error with_image_hint(const Error& e, const SandboxOptions& o, const SandboxSpec& spec) {
+    if (e.exit_code() != kExitNotFound || !o.rootfs.empty() || o.args.empty() || o.args[0] == "--" ||
+        o.args[0] == spec.rootfs || o.args[0].find('/') != std::string::npos)
+        return e;
+    try {
+        image::Reference::parse(o.args[0]);
+    } catch (const Error&) {
+        return e;
+    }
+    return Error(e.what(), "", 0, "nor is there an image '" + o.args[0] + "': 'hutch pull " + o.args[0] + "' gets one",
+                 e.exit_code());
+}
+
 // Finds the image in the store, getting it first as --pull says. The embedded default comes from
 // the OCI layout the build made, so `hutch run busybox` needs no registry.
 image::ImageRecord get_image(const GlobalOptions& g, const image::Store& store, const std::string& name,
@@ -441,7 +456,12 @@ int run(const GlobalOptions& g, const SandboxOptions& o) {
     std::optional<policy::Egress> egress = egress_rules(pols, o);
     std::vector<FileLock> pins;  // until the sandbox is gone
     SandboxSpec spec = build_spec(g, paths, o, pols, false, pins);
-    RunResult result = run_sandbox(spec, paths, egress ? &*egress : nullptr);
+    RunResult result;
+    try {
+        result = run_sandbox(spec, paths, egress ? &*egress : nullptr);
+    } catch (const Error& e) {
+        throw with_image_hint(e, o, spec);
+    }
     if (!result.egress.empty() && !o.quiet) std::fprintf(stderr, "hutch: %s\n", result.egress.c_str());
     return report(result, spec);
 }

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hutchlib import (alive, describe, descendant_stats, kill_quietly, mount_count, ok, ps_args,
+from hutchlib import (alive, assert_hutch_error, describe, descendant_stats, kill_quietly, mount_count, ok, ps_args,
                       run_in_pty, wait_until)
 
 
@@ -34,6 +34,18 @@ def test_exit_code_not_found(h):
     assert "no-such-command-xyz" in cp.stderr, describe(cp)
     cp = h("run", "--", "/no/such/path")
     assert cp.returncode == 127, describe(cp)
+
+
+def test_a_first_word_that_is_neither_image_nor_command_is_explained(h):
+    # With no image of that name the first word is the command (in busybox); docker would have
+    # tried to pull it: the error says both.
+    cp = h("run", "no-such-image-xyz", "true")
+    line = assert_hutch_error(cp, "no-such-image-xyz", "hutch pull no-such-image-xyz", code=127)
+    assert "command not found" in line
+    # Not when the word was the image, or plainly the command.
+    for args in (("busybox", "no-such-command-xyz"), ("--", "no-such-command-xyz")):
+        line = assert_hutch_error(h("run", *args), "no-such-command-xyz", code=127)
+        assert "pull" not in line, line
 
 
 def test_exit_code_killed_by_signal(h):
