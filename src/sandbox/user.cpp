@@ -69,7 +69,9 @@ Resolved resolve(const std::string& spec, const std::string& passwd, const std::
     if (!found) {
         if (!uid_num) fail("unknown user", u, "no such name in the sandbox's /etc/passwd; use a numeric UID");
         r.uid = static_cast<uid_t>(*uid_num);
-        r.gid = r.uid == 0 ? 0 : r.uid;  // docker uses gid = uid's primary group, or the uid's number
+        // Group 0, as docker's (runc's): images made for arbitrary uids (OpenShift's convention)
+        // give group 0 what such a uid must write.
+        r.gid = 0;
     }
     if (!g.empty()) {
         std::optional<unsigned long> gid_num = number(g);

@@ -68,6 +68,7 @@ TEST_CASE("users resolve against the sandbox's own passwd and group") {
     CHECK(by_name.gid == 10);
     auto unknown_uid = user::resolve("4242", passwd, group);
     CHECK(unknown_uid.uid == 4242);
+    CHECK(unknown_uid.gid == 0);  // as docker: group 0 for a uid without a passwd entry
     CHECK(unknown_uid.home == "/");
     CHECK_THROWS_WITH_AS(user::resolve("nosuchuser", passwd, group), doctest::Contains("unknown user"), Error);
     CHECK_THROWS_WITH_AS(user::resolve("app:nosuchgroup", passwd, group), doctest::Contains("unknown group"), Error);
