@@ -23,6 +23,7 @@
 #include "hutch/image/store.hpp"
 #include "hutch/sandbox/idmap.hpp"
 #include "hutch/sandbox/launcher.hpp"
+#include "hutch/sandbox/mounts.hpp"
 #include "hutch/sandbox/spec.hpp"
 #include "hutch/sandbox/state.hpp"
 
@@ -163,6 +164,7 @@ TmpfsMount parse_tmpfs(const std::string& text) {
     TmpfsMount t{text.substr(0, colon), colon == std::string::npos ? "" : text.substr(colon + 1)};
     if (t.destination.empty() || t.destination[0] != '/') fail("invalid --tmpfs", text, "the path must be absolute");
     check_destination(t.destination, text, "--tmpfs");
+    mounts::tmpfs_options(t.options, t.destination);  // an unknown option is an error now, not in the sandbox
     return t;
 }
 

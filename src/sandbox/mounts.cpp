@@ -9,7 +9,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <sstream>
 
 #include "hutch/core/error.hpp"
 #include "hutch/core/kernel.hpp"
@@ -409,12 +411,49 @@ void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
             throw_errno("cannot attach mount", b.destination);
     }
     for (const auto& t : spec.tmpfs) {
+        TmpfsOptions o = tmpfs_options(t.options, t.destination);
         UniqueFd dest = open_destination(t.destination, true, "--tmpfs");
-        std::string opts = "mode=1777";
-        if (!t.options.empty()) opts += "," + t.options;
         // On the very directory opened, through the sandbox's own /proc.
-        mount_tmpfs("/proc/self/fd/" + std::to_string(dest.get()), MS_NOSUID | MS_NODEV, opts, t.destination);
+        mount_tmpfs("/proc/self/fd/" + std::to_string(dest.get()), o.flags, o.data, t.destination);
     }
+}
+
+TmpfsOptions tmpfs_options(const std::string& options, const std::string& shown) {
+    static const std::pair<const char*, unsigned long> kSet[] = {
+        {"ro", MS_RDONLY},          {"noexec", MS_NOEXEC},       {"noatime", MS_NOATIME},
+        {"nodiratime", MS_NODIRATIME}, {"relatime", MS_RELATIME}, {"strictatime", MS_STRICTATIME},
+        {"sync", MS_SYNCHRONOUS},   {"dirsync", MS_DIRSYNC}};
+    static const std::pair<const char*, unsigned long> kClear[] = {
+        {"rw", MS_RDONLY}, {"exec", MS_NOEXEC}, {"atime", MS_NOATIME}, {"diratime", MS_NODIRATIME},
+        {"norelatime", MS_RELATIME}, {"async", MS_SYNCHRONOUS}};
+    static const char* const kInert[] = {"suid", "nosuid", "dev", "nodev"};
+    static const char* const kData[] = {"size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol", "huge",
+                                        "inode64", "inode32", "noswap", "quota", "usrquota", "grpquota"};
+    TmpfsOptions o;
+    o.flags = MS_NOSUID | MS_NODEV;
+    bool mode = false;
+    std::istringstream in(options);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+        if (item.empty()) continue;
+        auto is = [&item](const char* name) { return item == name; };
+        if (auto f = std::find_if(std::begin(kSet), std::end(kSet), [&](auto& p) { return is(p.first); });
+            f != std::end(kSet)) {
+            o.flags |= f->second;
+        } else if (auto c = std::find_if(std::begin(kClear), std::end(kClear), [&](auto& p) { return is(p.first); });
+                   c != std::end(kClear)) {
+            o.flags &= ~c->second;
+        } else if (std::find_if(std::begin(kInert), std::end(kInert), is) == std::end(kInert)) {
+            const std::string key = item.substr(0, item.find('='));
+            if (std::find(std::begin(kData), std::end(kData), key) == std::end(kData))
+                fail("invalid --tmpfs option", shown + ":" + options,
+                     "'" + item + "' is none of ro, rw, exec, noexec, size=, mode=, uid=, gid=, nr_inodes=");
+            mode = mode || key == "mode";
+            o.data += (o.data.empty() ? "" : ",") + item;
+        }
+    }
+    if (!mode) o.data = "mode=1777" + (o.data.empty() ? "" : "," + o.data);
+    return o;
 }
 
 void bind_console(int slave_fd) {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import _copy_tree
-from hutchlib import ROOTFS_SRC, describe, guarded, kill_quietly, ok, wait_until
+from hutchlib import ROOTFS_SRC, assert_hutch_error, describe, guarded, kill_quietly, ok, wait_until
 
 
 def test_writes_never_reach_the_base(h):
@@ -126,6 +126,20 @@ def test_tmpfs_without_read_only(h):
     cp = ok(guarded(h.sh(h.guard + "echo hi > /cache/f && cat /cache/f; grep ' /cache ' /proc/self/mountinfo",
                          "--tmpfs", "/cache")))
     assert cp.stdout.startswith("hi\n") and " - tmpfs " in cp.stdout, cp.stdout
+
+
+def test_tmpfs_takes_dockers_options(h):
+    # docker's own example: mount flags and tmpfs options in one list.
+    script = ("grep ' /run/t ' /proc/self/mountinfo; cp /bin/busybox /run/t/b; /run/t/b true; echo exec=$?; "
+              "stat -c %a /run/t")
+    cp = ok(guarded(h.sh("exec 2>&1; " + h.guard + script, "--tmpfs", "/run/t:rw,noexec,nosuid,size=65536k")))
+    mountinfo = cp.stdout.splitlines()[0]
+    assert "noexec" in mountinfo.split()[5] and "size=65536k" in mountinfo, cp.stdout
+    assert "exec=126" in cp.stdout and cp.stdout.endswith("1777\n"), cp.stdout
+    cp = ok(h.sh("exec 2>&1; if touch /ro/f; then echo CREATED; fi; stat -c %a /ro", "--tmpfs", "/ro:ro,mode=755"))
+    assert "Read-only file system" in cp.stdout and "CREATED" not in cp.stdout and cp.stdout.endswith("755\n"), \
+        cp.stdout
+    assert_hutch_error(h("run", "--tmpfs", "/x:bogus=1", "--", "true"), "--tmpfs", "bogus=1")
 
 
 def test_layer_is_removed_after_run(h):

@@ -73,6 +73,15 @@ void populate(const SandboxSpec& spec, Detached& detached, bool tty_gid_mapped,
               const std::function<void()>& enter_network);
 // With -t, as docker does: the terminal's slave (an open fd) is bound over /dev/console.
 void bind_console(int slave_fd);
+
+// A --tmpfs's options as docker takes them: mount flags (ro, rw, exec, noexec, atime and sync
+// flags; suid and dev, which change nothing under no_new_privs and a user namespace) and the
+// rest for tmpfs itself (size, mode, uid, gid, nr_inodes, ...). An error names one it does not know.
+struct TmpfsOptions {
+    unsigned long flags = 0;  // MS_NOSUID | MS_NODEV always
+    std::string data;         // mode=1777 unless given
+};
+TmpfsOptions tmpfs_options(const std::string& options, const std::string& shown);
 // Last: make / read-only when asked (after everything that needs to create mount points).
 void finish(const SandboxSpec& spec);
 
