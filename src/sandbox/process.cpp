@@ -70,10 +70,11 @@ void setup_stdio(const ProcessContext& ctx) {
 }
 
 void set_rlimits(const ProcessSpec& p) {
+    auto shown = [](rlim_t v) { return v == RLIM_INFINITY ? std::string("unlimited") : std::to_string(v); };
     for (const auto& r : p.rlimits) {
         struct rlimit rl {static_cast<rlim_t>(r.soft), static_cast<rlim_t>(r.hard)};
         if (::setrlimit(r.resource, &rl) != 0)
-            throw_errno("cannot set --ulimit", std::to_string(r.soft) + ":" + std::to_string(r.hard),
+            throw_errno("cannot set --ulimit", shown(rl.rlim_cur) + ":" + shown(rl.rlim_max),
                         "a hard limit cannot be raised above hutch's own (see ulimit -H)");
     }
 }

@@ -108,6 +108,8 @@ def test_bad_ulimit(h, value):
 def test_ulimit_above_hard_limit(h):
     cp = h("run", "--ulimit", "nofile=1:4294967295000", "--", "true")
     assert_hutch_error(cp, "ulimit")
+    # -1 is docker's unlimited, and said so (this host's hard limit of files is 20000).
+    assert_hutch_error(h("run", "--ulimit", "nofile=-1", "--", "true"), "ulimit", "unlimited:unlimited")
 
 
 @pytest.mark.parametrize("name", ["bad/name", ".hidden", "a b", "x" * 129, "-dash", "semi;colon"])
