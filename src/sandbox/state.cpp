@@ -199,8 +199,9 @@ Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_
 
 Scratch open_scratch(const Paths& paths, const std::string& name) {
     Scratch s = plan_scratch(paths, name);
-    s.lock = FileLock::try_acquire_directory(s.dir);
-    if (!s.lock) fail("sandbox is running", name, "stop it first: hutch stop " + name);
+    // Held only while a start or an rm of the same sandbox is under way (a running init keeps no
+    // host fd): waited for, so that concurrent starts all see it running, as docker's do.
+    s.lock = FileLock::acquire_directory(s.dir);
     ensure_mount_point(s);  // made by `create`; a sandbox of an older hutch may predate it
     return s;
 }

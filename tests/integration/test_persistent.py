@@ -325,6 +325,28 @@ def test_concurrent_creates_of_one_name_make_one_sandbox(h):
     assert h.sandbox_dirs() == [] and h.state_files() == []
 
 
+def test_concurrent_starts_make_one_init(h):
+    # Starts of one stopped sandbox at once: one starts it; the others wait for it, find it
+    # running and, as docker's, do nothing.
+    create(h, "starts")
+    ok(h("stop", "starts"))
+    before = host_processes()
+    procs = [subprocess.Popen(h.argv("start", "starts"), env=h.environ(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) for _ in range(4)]
+    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    try:
+        assert all(code == 0 and out == "starts\n" for code, out, _ in results), results
+        inits = [p for p, st in host_processes().items()
+                 if st[0] == "hutch-init" and str(h.root) in st[4] and (p not in before or before[p][3] != st[3])]
+        assert len(inits) == 1, f"inits: {inits}"
+        assert inspect(h, "starts")["state"]["pid"] == inits[0]
+    finally:
+        h("rm", "-f", "starts")
+
+
 def test_a_symlink_left_in_the_layer_cannot_turn_a_bind_onto_proc(h):
     # Binds given at create are attached again at every start, in the sandbox's own layer: a link
     # the sandbox put on their path must not lead them over /proc.

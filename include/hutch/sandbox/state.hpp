@@ -57,7 +57,8 @@ Scratch create_scratch(const Paths& paths, const std::string& name, uid_t owner_
 // sandboxes' directory marked as a top of hierarchies, ext4 compares all its block groups for
 // each new directory there). A run makes it while its sandbox runs. Best effort: never fails.
 void make_spare(const Paths& paths, uid_t owner_uid, gid_t owner_gid);
-// Takes the lock of an existing sandbox directory (to start it again).
+// Takes the lock of an existing sandbox directory, to start or remove it (waiting while another
+// start or rm holds it).
 Scratch open_scratch(const Paths& paths, const std::string& name);
 // A spare taken by a run without a writable layer: its empty upper/ and work/ are removed while
 // the sandbox runs rather than after it. (On an ext4 mounted with `discard` and without a
