@@ -1287,10 +1287,6 @@ void stop_loaded(const Paths& paths, const std::string& name, const std::optiona
     state::remove_live(paths, name);
 }
 
-}  // namespace
-
-namespace {
-
 // Stop and rm need no config: one that is damaged must not keep a sandbox running or on disk.
 void require_sandbox(const Paths& paths, const std::string& name) {
     if (!state::exists(paths, name)) fail("no such sandbox", name, "see 'hutch ps'");

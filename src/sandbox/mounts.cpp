@@ -422,13 +422,18 @@ TmpfsOptions tmpfs_options(const std::string& options, const std::string& shown)
     static const std::pair<const char*, unsigned long> kSet[] = {
         {"ro", MS_RDONLY},          {"noexec", MS_NOEXEC},       {"noatime", MS_NOATIME},
         {"nodiratime", MS_NODIRATIME}, {"relatime", MS_RELATIME}, {"strictatime", MS_STRICTATIME},
-        {"sync", MS_SYNCHRONOUS},   {"dirsync", MS_DIRSYNC}};
+        {"sync", MS_SYNCHRONOUS},   {"dirsync", MS_DIRSYNC},     {"lazytime", MS_LAZYTIME}};
     static const std::pair<const char*, unsigned long> kClear[] = {
         {"rw", MS_RDONLY}, {"exec", MS_NOEXEC}, {"atime", MS_NOATIME}, {"diratime", MS_NODIRATIME},
-        {"norelatime", MS_RELATIME}, {"async", MS_SYNCHRONOUS}};
+        {"norelatime", MS_RELATIME}, {"async", MS_SYNCHRONOUS}, {"nolazytime", MS_LAZYTIME}};
     static const char* const kInert[] = {"suid", "nosuid", "dev", "nodev"};
-    static const char* const kData[] = {"size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol", "huge",
-                                        "inode64", "inode32", "noswap", "quota", "usrquota", "grpquota"};
+    // tmpfs' own parameters (Documentation/filesystems/tmpfs.rst); the kernel judges their values.
+    static const char* const kData[] = {"size",     "mode",     "uid",      "gid",
+                                        "nr_inodes", "nr_blocks", "mpol",    "huge",
+                                        "inode64",  "inode32",  "noswap",   "quota",
+                                        "usrquota", "grpquota", "usrquota_block_hardlimit",
+                                        "usrquota_inode_hardlimit", "grpquota_block_hardlimit",
+                                        "grpquota_inode_hardlimit", "casefold", "strict_encoding"};
     TmpfsOptions o;
     o.flags = MS_NOSUID | MS_NODEV;
     bool mode = false;
