@@ -58,7 +58,8 @@ int run(const GlobalOptions& g, const SandboxOptions& o);
 int create(const GlobalOptions& g, const SandboxOptions& o);
 int start(const GlobalOptions& g, const std::vector<std::string>& names);
 int exec(const GlobalOptions& g, const ProcessOptions& o, const std::string& name, std::vector<std::string> command);
-int ps(const GlobalOptions& g, const std::string& format);
+// `quiet`: names only, as docker ps -q gives ids (stopped ones too, which hutch always lists).
+int ps(const GlobalOptions& g, const std::string& format, bool quiet);
 int stop(const GlobalOptions& g, const std::vector<std::string>& names, double grace);
 int rm(const GlobalOptions& g, const std::vector<std::string>& names, bool force);
 int inspect(const GlobalOptions& g, const std::vector<std::string>& names);

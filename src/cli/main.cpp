@@ -165,10 +165,11 @@ int main(int argc, char** argv) {
 
     auto* ps = command(app, "ps", "List persistent sandboxes");
     std::string ps_format = "table";
-    bool ps_all = false;
+    bool ps_all = false, ps_quiet = false;
     if (ps) {
         ps->add_option("--format", ps_format, "table or json")->check(CLI::IsMember({"table", "json"}));
         ps->add_flag("-a,--all", ps_all, "Accepted for docker compatibility: stopped sandboxes are always listed");
+        ps->add_flag("-q,--quiet", ps_quiet, "Only show names, one per line");
     }
 
     auto* stop = command(app, "stop", "Stop sandboxes (SIGTERM, then SIGKILL after the grace period)");
@@ -318,7 +319,7 @@ int main(int argc, char** argv) {
             args.erase(args.begin());
             return hutch::cli::exec(g, exec_opts, name, args);
         }
-        if (parsed(ps)) return hutch::cli::ps(g, ps_format);
+        if (parsed(ps)) return hutch::cli::ps(g, ps_format, ps_quiet);
         if (parsed(stop)) return hutch::cli::stop(g, stop_names, grace);
         if (parsed(rm)) return hutch::cli::rm(g, rm_names, force);
         if (parsed(inspect)) return hutch::cli::inspect(g, inspect_names);

@@ -50,8 +50,12 @@ int start(const GlobalOptions& g, const std::vector<std::string>& names) {
     });
 }
 
-int ps(const GlobalOptions& g, const std::string& format) {
+int ps(const GlobalOptions& g, const std::string& format, bool quiet) {
     Paths paths = prepare_paths(g);
+    if (quiet) {
+        for (const auto& n : state::list(paths)) std::printf("%s\n", n.c_str());
+        return 0;
+    }
     nlohmann::json all = nlohmann::json::array();
     for (const auto& n : state::list(paths)) {
         try {

@@ -135,6 +135,9 @@ def test_ps_and_inspect(h):
     assert cp.returncode != 0
     assert "nosuch" in cp.stderr
     assert [s["name"] for s in json.loads(cp.stdout)] == ["alpha"]
+    # -q: names only, stopped ones too (for 'hutch rm -f $(hutch ps -q)', as with docker ps -aq).
+    ok(h("stop", "beta"))
+    assert ok(h("ps", "-q")).stdout == "alpha\nbeta\n"
 
 
 def test_a_sandbox_with_a_damaged_config_can_be_stopped_and_removed(h):
