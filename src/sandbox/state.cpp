@@ -119,8 +119,15 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
     s.layers_made = ::renameat2(AT_FDCWD, (parent + "/" + spare_name(owner_uid, owner_gid)).c_str(), AT_FDCWD,
                                 s.dir.c_str(), RENAME_NOREPLACE) == 0;
     if (!s.layers_made && ::mkdir(s.dir.c_str(), 0700) != 0) {
-        if (errno == EEXIST)
-            fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
+        if (errno == EEXIST) {
+            if (fs::exists(s.dir + "/config.json"))
+                fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
+            if (!FileLock::try_acquire_directory(s.dir))
+                fail("a sandbox with this name is running", name,
+                     "a 'hutch run --name " + name + "' has not ended; pick another --name");
+            fail("a sandbox with this name was left by a run that ended abruptly", name,
+                 "'hutch ps' clears what such runs left; then try again");
+        }
         throw_errno("cannot create sandbox directory", s.dir);
     }
     try {

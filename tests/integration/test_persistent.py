@@ -311,6 +311,30 @@ def test_exec_creates_files_as_the_sandbox_root(h):
         h("rm", "-f", "wd")
 
 
+def test_a_taken_name_says_what_took_it(h):
+    create(h, "taken")
+    try:
+        assert_hutch_error(h("run", "--name", "taken", "--", "true"), "already exists", "hutch rm taken")
+        # A run of that name still going.
+        p = subprocess.Popen(h.argv("run", "--name", "busy", "--", "sleep", "30"), env=h.environ(),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert wait_until(lambda: "busy" in h.sandbox_dirs(), 10), h.sandbox_dirs()
+            assert_hutch_error(h("create", "--name", "busy"), "is running", "hutch run --name busy")
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
+        # What a run killed with its front end (SIGKILL of both) leaves: a directory without config.
+        left = h.root / "sandboxes" / "left"
+        left.mkdir()
+        os.chown(left, h.mode.uid, h.mode.gid)
+        assert_hutch_error(h("run", "--name", "left", "--", "true"), "left by a run", "hutch ps")
+        ok(h("ps"))
+        ok(h("run", "--name", "left", "--", "true"))
+    finally:
+        h("rm", "-f", "taken")
+
+
 def test_concurrent_creates_of_one_name_make_one_sandbox(h):
     # Eight hutch processes at once on the same state: the name is taken once, by one of them,
     # and the others fail cleanly without harming it.
