@@ -123,8 +123,8 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
             if (fs::exists(s.dir + "/config.json"))
                 fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
             if (!FileLock::try_acquire_directory(s.dir))
-                fail("a sandbox with this name is running", name,
-                     "a 'hutch run --name " + name + "' has not ended; pick another --name");
+                fail("a sandbox with this name already exists", name,
+                     "a 'hutch run --name " + name + "' still going, or one being created; pick another --name");
             fail("a sandbox with this name was left by a run that ended abruptly", name,
                  "'hutch ps' clears what such runs left; then try again");
         }

@@ -320,7 +320,7 @@ def test_a_taken_name_says_what_took_it(h):
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             assert wait_until(lambda: "busy" in h.sandbox_dirs(), 10), h.sandbox_dirs()
-            assert_hutch_error(h("create", "--name", "busy"), "is running", "hutch run --name busy")
+            assert_hutch_error(h("create", "--name", "busy"), "already exists", "hutch run --name busy", "still going")
         finally:
             p.terminate()
             p.wait(timeout=30)
