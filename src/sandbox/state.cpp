@@ -120,13 +120,14 @@ void reserve_scratch(Scratch& s, uid_t owner_uid, gid_t owner_gid) {
                                 s.dir.c_str(), RENAME_NOREPLACE) == 0;
     if (!s.layers_made && ::mkdir(s.dir.c_str(), 0700) != 0) {
         if (errno == EEXIST) {
-            if (fs::exists(s.dir + "/config.json"))
-                fail("a sandbox with this name already exists", name, "pick another --name, or 'hutch rm " + name + "'");
-            if (!FileLock::try_acquire_directory(s.dir))
-                fail("a sandbox with this name already exists", name,
-                     "a 'hutch run --name " + name + "' still going, or one being created; pick another --name");
-            fail("a sandbox with this name was left by a run that ended abruptly", name,
-                 "'hutch ps' clears what such runs left; then try again");
+            // Without a config it is no sandbox 'hutch rm' knows: a run still going, one being
+            // created, or what a run that ended abruptly left (which the sweep takes; from here,
+            // under the creators' shared lock, it cannot be told from one being set up).
+            const bool persistent = fs::exists(s.dir + "/config.json");
+            fail("a sandbox with this name already exists", name,
+                 persistent ? "pick another --name, or 'hutch rm " + name + "'"
+                            : "a 'hutch run --name " + name + "' still going, or one being created; pick another "
+                              "--name (what a run that ended abruptly left, 'hutch ps' clears)");
         }
         throw_errno("cannot create sandbox directory", s.dir);
     }

@@ -328,7 +328,7 @@ def test_a_taken_name_says_what_took_it(h):
         left = h.root / "sandboxes" / "left"
         left.mkdir()
         os.chown(left, h.mode.uid, h.mode.gid)
-        assert_hutch_error(h("run", "--name", "left", "--", "true"), "left by a run", "hutch ps")
+        assert_hutch_error(h("run", "--name", "left", "--", "true"), "already exists", "ended abruptly", "hutch ps")
         ok(h("ps"))
         ok(h("run", "--name", "left", "--", "true"))
     finally:
