@@ -468,9 +468,28 @@ int run(const GlobalOptions& g, const SandboxOptions& o) {
     return report(result, spec);
 }
 
+// A persistent sandbox runs no command of its own (its init waits for execs): words after the
+// image would be ignored, and one who gave them expected them to run.
+void refuse_create_command(const Paths& paths, const SandboxOptions& o) {
+    std::vector<std::string> words = o.args;
+    auto drop_dashes = [&words] {
+        if (!words.empty() && words[0] == "--") words.erase(words.begin());
+    };
+    drop_dashes();
+    if (o.rootfs.empty() && !o.args.empty() && o.args[0] != "--" && names_an_image(image::Store(paths), words[0]))
+        words.erase(words.begin());
+    drop_dashes();
+    if (words.empty()) return;
+    std::string given;
+    for (const auto& w : words) given += (given.empty() ? "" : " ") + w;
+    fail("create takes no command", given,
+         "a persistent sandbox runs what you give 'hutch exec " + o.name + " COMMAND'; or use 'hutch run'");
+}
+
 int create(const GlobalOptions& g, const SandboxOptions& o) {
     if (o.name.empty()) fail("create needs --name", "", "hutch create --name NAME [OPTIONS] [IMAGE]");
     Paths paths = prepare_paths(g);
+    refuse_create_command(paths, o);
     Policies pols = load_policies(o);
     std::optional<policy::Egress> egress = egress_rules(pols, o);
     std::vector<FileLock> pins;  // until the config, which names the layers, is recorded

@@ -311,6 +311,18 @@ def test_exec_creates_files_as_the_sandbox_root(h):
         h("rm", "-f", "wd")
 
 
+def test_create_refuses_a_command_it_would_not_run(h):
+    # A persistent sandbox's init runs nothing of its own; a command given to create (docker's
+    # 'create IMAGE CMD' habit) would be ignored without a word.
+    for args in (("--", "sleep", "infinity"), ("busybox", "sh", "-c", "touch /x"),
+                 ("--rootfs", h.world.rootfs, "--", "true")):
+        cp = h("create", "--name", "cmd", *args)
+        assert_hutch_error(cp, "create takes no command", args[-1], "hutch exec cmd")
+        assert h.sandbox_dirs() == [], h.sandbox_dirs()
+    create(h, "cmd", "busybox")  # the image alone is fine
+    h("rm", "-f", "cmd")
+
+
 def test_a_taken_name_says_what_took_it(h):
     create(h, "taken")
     try:
