@@ -49,7 +49,7 @@ struct SandboxOptions {
     std::string policy;   // --policy NAME|FILE (default: offline)
     std::string network;  // --network none|egress (default: the policy's)
     bool quiet = false;   // --quiet: no summary of refused network attempts at exit
-    bool rm = true;  // run always removes its sandbox; accepted for docker's muscle memory
+    bool rm = false;  // given: run removes its sandbox anyway (docker's muscle memory); create refuses it
     // [IMAGE] COMMAND [ARG...] as typed, "--" included when given.
     std::vector<std::string> args;
 };

@@ -77,7 +77,7 @@ void add_sandbox_options(CLI::App* app, SandboxOptions& o) {
     app->add_option("--network", o.network, "none (loopback only) or egress (what the policy allows)")
         ->check(CLI::IsMember({"none", "egress"}));
     app->add_flag("-q,--quiet", o.quiet, "Do not print the summary of refused network attempts at exit");
-    app->add_flag("--rm", o.rm, "Remove the sandbox when the command exits (always on for run)");
+    app->add_flag("--rm", o.rm, "run: remove the sandbox when the command exits (always on); not for create");
     // Everything from the first positional on belongs to the command.
     app->prefix_command();
 }

@@ -488,6 +488,9 @@ void refuse_create_command(const Paths& paths, const SandboxOptions& o) {
 
 int create(const GlobalOptions& g, const SandboxOptions& o) {
     if (o.name.empty()) fail("create needs --name", "", "hutch create --name NAME [OPTIONS] [IMAGE]");
+    if (o.rm)
+        fail("create does not take --rm", o.name,
+             "a persistent sandbox lives until 'hutch rm " + o.name + "'; --rm is for 'hutch run', where it is always on");
     Paths paths = prepare_paths(g);
     refuse_create_command(paths, o);
     Policies pols = load_policies(o);

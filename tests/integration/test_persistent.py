@@ -321,6 +321,9 @@ def test_create_refuses_a_command_it_would_not_run(h):
         assert h.sandbox_dirs() == [], h.sandbox_dirs()
     create(h, "cmd", "busybox")  # the image alone is fine
     h("rm", "-f", "cmd")
+    # Nor --rm, which would promise a removal nothing does (a persistent sandbox lives until rm).
+    assert_hutch_error(h("create", "--rm", "--name", "cmd"), "--rm", "hutch rm cmd")
+    assert h.sandbox_dirs() == [], h.sandbox_dirs()
 
 
 def test_a_taken_name_says_what_took_it(h):
