@@ -536,11 +536,9 @@ Check check_uidmap() {
     }
     // Both refuse a caller whose group is not its login group (sg, newgrp), unless login.defs
     // grants GRANT_AUX_GROUP_SUBIDS.
-    struct passwd* pw = ::getpwuid(::getuid());
-    if (has_ranges && missing.empty() && pw && pw->pw_gid != ::getgid() && !grants_aux_group_subids())
-        f.problem(Status::Warn,
-                  "your group (" + std::to_string(::getgid()) + ") is not your login group (" +
-                      std::to_string(pw->pw_gid) + "): newuidmap and newgidmap refuse to map your ranges",
+    std::string group = idmap::outside_login_group();
+    if (has_ranges && missing.empty() && !group.empty() && !grants_aux_group_subids())
+        f.problem(Status::Warn, group + ": newuidmap and newgidmap refuse to map your ranges",
                   "run hutch from a shell of your login group, not under sg or newgrp");
     return f.to_check("uidmap");
 }

@@ -299,7 +299,18 @@ void apply_image_config(const image::Config& c, const SandboxOptions& o, std::ve
     if (p.user.empty()) p.user = c.user;
 }
 
-// Splits [IMAGE | --rootfs DIR] [--] COMMAND... into the root filesystem and the command.
+// A persistent sandbox runs no command of its own (its init waits for execs): a command given to
+// create would be ignored, and one who gave it expected it to run.
+void refuse_command(const std::vector<std::string>& command, const std::string& name) {
+    if (command.empty()) return;
+    std::string given;
+    for (const auto& w : command) given += (given.empty() ? "" : " ") + w;
+    fail("create takes no command", given,
+         "a persistent sandbox runs what you give 'hutch exec " + name + " COMMAND'; or use 'hutch run'");
+}
+
+// Splits [IMAGE | --rootfs DIR] [--] COMMAND... into the root filesystem and the command (none
+// for a persistent sandbox: `need_command` false).
 // `pins` receives the locks that keep the image's layers from a prune (Store::pin_layers), which
 // the caller holds until its sandbox ends or has its config recorded.
 void resolve_root_and_command(const GlobalOptions& g, const Paths& paths, SandboxSpec& spec, const SandboxOptions& o,
@@ -320,6 +331,7 @@ void resolve_root_and_command(const GlobalOptions& g, const Paths& paths, Sandbo
         if (!args.empty() && args[0] == "--") args.erase(args.begin());
         if (args.empty() && need_command)
             fail("no command given", "", "hutch run [OPTIONS] --rootfs DIR [--] COMMAND [ARG...]");
+        if (!need_command) refuse_command(args, spec.name);
         spec.process.argv = args;
         return;
     }
@@ -330,6 +342,7 @@ void resolve_root_and_command(const GlobalOptions& g, const Paths& paths, Sandbo
         args.erase(args.begin());
     }
     if (!args.empty() && args[0] == "--") args.erase(args.begin());
+    if (!need_command) refuse_command(args, spec.name);
     image::ImageRecord img = get_image(g, store, name, o.pull);
     spec.rootfs = name;
     spec.image = img.id;
@@ -468,31 +481,12 @@ int run(const GlobalOptions& g, const SandboxOptions& o) {
     return report(result, spec);
 }
 
-// A persistent sandbox runs no command of its own (its init waits for execs): words after the
-// image would be ignored, and one who gave them expected them to run.
-void refuse_create_command(const Paths& paths, const SandboxOptions& o) {
-    std::vector<std::string> words = o.args;
-    auto drop_dashes = [&words] {
-        if (!words.empty() && words[0] == "--") words.erase(words.begin());
-    };
-    drop_dashes();
-    if (o.rootfs.empty() && !o.args.empty() && o.args[0] != "--" && names_an_image(image::Store(paths), words[0]))
-        words.erase(words.begin());
-    drop_dashes();
-    if (words.empty()) return;
-    std::string given;
-    for (const auto& w : words) given += (given.empty() ? "" : " ") + w;
-    fail("create takes no command", given,
-         "a persistent sandbox runs what you give 'hutch exec " + o.name + " COMMAND'; or use 'hutch run'");
-}
-
 int create(const GlobalOptions& g, const SandboxOptions& o) {
     if (o.name.empty()) fail("create needs --name", "", "hutch create --name NAME [OPTIONS] [IMAGE]");
     if (o.rm)
         fail("create does not take --rm", o.name,
              "a persistent sandbox lives until 'hutch rm " + o.name + "'; --rm is for 'hutch run', where it is always on");
     Paths paths = prepare_paths(g);
-    refuse_create_command(paths, o);
     Policies pols = load_policies(o);
     std::optional<policy::Egress> egress = egress_rules(pols, o);
     std::vector<FileLock> pins;  // until the config, which names the layers, is recorded

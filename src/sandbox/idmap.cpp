@@ -165,14 +165,17 @@ static pid_t spawn_helper(const char* helper, pid_t pid, const std::vector<IdRan
     return child;
 }
 
-// The likeliest reason for a helper's refusal. newuidmap and newgidmap refuse a caller whose real
-// group is not its login group (as under sg or newgrp: "Target process ... is owned by a different
-// user"), unless /etc/login.defs grants GRANT_AUX_GROUP_SUBIDS.
-static std::string helper_hint() {
+std::string outside_login_group() {
     struct passwd* pw = ::getpwuid(::getuid());
-    if (pw && pw->pw_gid != ::getgid())
-        return "your group (" + std::to_string(::getgid()) + ") is not your login group (" +
-               std::to_string(pw->pw_gid) + "): run hutch from a shell of your login group, not under sg or newgrp";
+    if (!pw || pw->pw_gid == ::getgid()) return {};
+    return "your group (" + std::to_string(::getgid()) + ") is not your login group (" + std::to_string(pw->pw_gid) + ")";
+}
+
+// The likeliest reason for a helper's refusal: a group other than the login group (the helpers
+// then say "Target process ... is owned by a different user"), else the ranges.
+static std::string helper_hint() {
+    std::string group = outside_login_group();
+    if (!group.empty()) return group + ": run hutch from a shell of your login group, not under sg or newgrp";
     return "check your ranges in /etc/subuid and /etc/subgid, and that uidmap is installed";
 }
 

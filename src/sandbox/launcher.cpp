@@ -1084,11 +1084,11 @@ static void refuse_traceable_egress(const SandboxSpec& spec, const Security& sec
 }
 
 void start_sandbox(const SandboxSpec& spec, const Paths& paths) {
+    state::Scratch scratch = state::open_scratch(paths, spec.name);
+    if (state::load_live(paths, spec.name)) return;  // running already: nothing to do, as docker's start
     check_layers(spec);
     check_bind_sources(spec);
     Security security = saved_security(spec, paths);
-    state::Scratch scratch = state::open_scratch(paths, spec.name);
-    if (state::load_live(paths, spec.name)) return;  // running already: nothing to do, as docker's start
     std::optional<cgroup::Cgroup> cg = make_cgroup(spec, paths);
     try {
         policy::Egress rules = net::load_rules(paths, spec.name);

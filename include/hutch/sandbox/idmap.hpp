@@ -31,6 +31,11 @@ IdMap for_caller();
 // sandboxes' root (its map is read for that); for anyone else, their own, with nothing read.
 gid_t store_group();
 
+// "your group (G) is not your login group (L)" when the caller runs under sg or newgrp, whom
+// newuidmap and newgidmap refuse (unless /etc/login.defs grants GRANT_AUX_GROUP_SUBIDS);
+// empty otherwise.
+std::string outside_login_group();
+
 // Writes /proc/PID/NAME (uid_map, gid_map, setgroups) in one write; false with errno set. Throws
 // nothing: a vfork-style child (launcher.cpp's go-between) calls it.
 bool write_map_file(pid_t pid, const char* name, const std::string& data);

@@ -9,7 +9,9 @@
 // sandbox (each mounts on it in its own mount namespace): nothing to create or remove per run.
 // <storage>/sandboxes/.spare-UID-GID is the next run's directory, made ready (make_spare), and
 // .sweep.lock is taken shared by whoever makes a directory there, exclusively by the sweep.
-// A persistent sandbox's live state (init pid and its start time) is <state>/sandboxes/<name>.json.
+// A persistent sandbox's live state (init pid and its start time) is <state>/sandboxes/<name>.json,
+// with a copy in <storage>/sandboxes/<name>/live.json that outlives a runtime directory removed
+// under a running sandbox.
 #pragma once
 
 #include <sys/types.h>
